@@ -1,0 +1,220 @@
+"""`radiantforge` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from . import __version__
+from .devices import DEVICE_CHOICES
+from .errors import InputError, JobCancelled, RadiantForgeError
+
+
+def _parse_colour(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected R,G,B floats in [0, 1] such as 1,1,1; got {text!r}")
+    return values
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(parts[0]), int(parts[-1]))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 256x256 or one number; got {text!r}") from None
+    if width <= 0 or height <= 0 or len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"expected positive WIDTHxHEIGHT; got {text!r}")
+    return width, height
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iters", type=_positive_int, help="optimisation steps (default: the config's)")
+    parser.add_argument("--sh-degree", type=int, choices=range(4), help="maximum SH degree (default 3)")
+    parser.add_argument("--max-gaussians", type=_positive_int, help="cap on the number of Gaussians")
+    parser.add_argument("--downscale", type=float, help="image downscale factor, e.g. 2 for half size")
+    parser.add_argument("--background", type=_parse_colour,
+                        help="R,G,B in [0,1]: compositing colour for RGBA inputs and render background (default 1,1,1)")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to train (default auto)")
+
+
+def _train_overrides(args) -> dict:
+    names = ("iters", "sh_degree", "max_gaussians", "downscale", "background", "seed", "device")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """First Ctrl+C asks training to checkpoint and stop; a second one interrupts at once."""
+    requested = threading.Event()
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        print("\nstopping after the current step (writing a checkpoint); Ctrl+C again to abort", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_train_gaussians(args) -> int:
+    from .events import EventLog
+    from .gaussians.train import train_gaussians
+
+    out = Path(args.out)
+    events = EventLog(out.parent / f"{out.name}.events.jsonl" if args.events is None else args.events, echo=True)
+    with _stop_on_interrupt() as stop_requested:
+        result = train_gaussians(args.data, out, checkpoint_dir=out.parent / f"{out.name}.checkpoints",
+                                 resume=args.resume, events=events, should_stop=stop_requested,
+                                 **_train_overrides(args))
+    print(json.dumps({"out_dir": str(result.out_dir), "n_gaussians": result.n_gaussians, "metrics": result.metrics}, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .gaussians.train import evaluate_ply
+
+    metrics = evaluate_ply(args.ply, args.data, out_dir=args.out, split=args.split,
+                           background=args.background or (1.0, 1.0, 1.0), device=args.device)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .gaussians.ply import load_gaussian_ply
+    from .gaussians.render import render_turntable
+
+    splats = load_gaussian_ply(args.ply)
+    width, height = args.size
+    files = render_turntable(splats, args.out, n_frames=args.orbit, width=width, height=height,
+                             elevation_deg=args.elevation, background=args.background or (1.0, 1.0, 1.0),
+                             depth=args.depth, fps=args.fps, device=args.device)
+    print(json.dumps(files, indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .jobs import run_job
+
+    outcome = run_job(args.job_dir, echo=True, device=None if args.device == "auto" else args.device)
+    print(json.dumps(outcome, indent=2))
+    return {"finished": 0, "cancelled": 3}.get(outcome["state"], 1)
+
+
+def cmd_serve(args) -> int:
+    from .service import serve
+
+    serve(host=args.host, port=args.port, token=args.token, root=args.root)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, views=args.views, resolution=args.resolution, iters=args.iters, engine=args.engine,
+             device=args.device, overwrite=args.overwrite)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radiantforge",
+        description="Radiant Forge backend: train Gaussian splats from posed images, evaluate and render them, "
+                    "run job folders and serve them to the Blender add-on.",
+    )
+    parser.add_argument("--version", action="version", version=f"radiantforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="build a small scene with Blender, render it, train Gaussians on it (a few minutes on a CPU)")
+    p.add_argument("--out", default="demo_output", help="output folder (default ./demo_output)")
+    p.add_argument("--views", type=_positive_int, default=48, help="number of rendered views (default 48)")
+    p.add_argument("--resolution", type=_positive_int, default=96, help="image size in pixels (default 96)")
+    p.add_argument("--iters", type=_positive_int, default=1500, help="training steps (default 1500)")
+    p.add_argument("--engine", default="BLENDER_WORKBENCH", choices=("BLENDER_WORKBENCH", "CYCLES", "BLENDER_EEVEE"))
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train-gaussians", help="train 3D Gaussian splats on a NeRF-synthetic / transforms.json dataset")
+    p.add_argument("data", help="dataset folder with transforms_train.json (and transforms_test.json)")
+    p.add_argument("--out", required=True, help="result folder (PLY, metrics, renders)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
+    p.add_argument("--events", help="events file (default OUT.events.jsonl beside --out)")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train_gaussians)
+
+    p = sub.add_parser("eval", help="PSNR / SSIM / LPIPS of a splat PLY on a dataset split")
+    p.add_argument("ply")
+    p.add_argument("data")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="folder for renders beside ground truth and metrics.json")
+    p.add_argument("--background", type=_parse_colour)
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("render", help="render a splat PLY as a turntable (PNG frames, GIF, MP4)")
+    p.add_argument("ply")
+    p.add_argument("--out", required=True)
+    p.add_argument("--orbit", type=_positive_int, default=60, help="number of frames around the object (default 60)")
+    p.add_argument("--size", type=_parse_size, default=(256, 256), help="WIDTHxHEIGHT (default 256x256)")
+    p.add_argument("--elevation", type=float, default=20.0, help="camera elevation in degrees (default 20)")
+    p.add_argument("--fps", type=_positive_int, default=24)
+    p.add_argument("--depth", action="store_true", help="also write a depth turntable")
+    p.add_argument("--background", type=_parse_colour)
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("run", help="run (or resume) a job folder; this is what the Blender add-on's service calls")
+    p.add_argument("job_dir")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="HTTP service for the Blender add-on")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", help="required from clients; mandatory when listening beyond loopback")
+    p.add_argument("--root", help="folder for jobs and results (default: a per-user data folder)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except JobCancelled:
+        print("cancelled (a checkpoint was written; run again with --resume to continue)", file=sys.stderr)
+        return 3
+    except RadiantForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
