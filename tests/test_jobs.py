@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from radiantforge.errors import InputError
+from radiantforge.events import read_events
+from radiantforge.jobs import job_state, read_job_spec, run_job, validate_job, write_job
+
+
+def test_write_and_read_job(tmp_path):
+    write_job(tmp_path / "job", "gaussians", {"iters": 10, "background": [0, 0, 0]})
+    spec = read_job_spec(tmp_path / "job")
+    assert spec.kind == "gaussians" and spec.params["iters"] == 10
+    assert (tmp_path / "job" / "data").is_dir()
+    with pytest.raises(InputError, match="already exists"):
+        write_job(tmp_path / "job", "gaussians", {})
+
+
+@pytest.mark.parametrize(
+    "content, field, words",
+    [
+        ('{"kind": "gaussians", "params": {', None, "line 1"),
+        ('[1, 2]', None, "JSON object"),
+        ('{"kind": "teapot"}', "kind", "unknown job kind"),
+        ('{"kind": "gaussians", "format_version": 7}', "format_version", "unsupported"),
+        ('{"kind": "gaussians", "params": []}', "params", "object"),
+        ('{"kind": "gaussians", "params": {"colour": 1}}', "params.colour", "unknown parameter"),
+        ('{"kind": "gaussians", "params": {"iters": -5}}', "params.iters", "iters"),
+        ('{"kind": "gaussians", "params": {"background": "red"}}', "params.background", "background"),
+    ],
+)
+def test_bad_job_files_name_the_field(tmp_path, content, field, words):
+    (tmp_path / "job.json").write_text(content)
+    with pytest.raises(InputError) as info:
+        read_job_spec(tmp_path)
+    message = str(info.value)
+    assert "job.json" in message and words in message
+    if field is not None:
+        assert info.value.field == field
+
+
+def test_missing_job_file_and_data(tmp_path):
+    with pytest.raises(InputError, match="job.json"):
+        validate_job(tmp_path)
+    write_job(tmp_path / "job", "gaussians", {})
+    with pytest.raises(InputError, match="transforms"):
+        validate_job(tmp_path / "job")
+
+
+def test_run_job_reports_bad_input_as_an_event_not_a_traceback(tmp_path):
+    job = write_job(tmp_path / "job", "gaussians", {"iters": 5})
+    outcome = run_job(job)
+    assert outcome["state"] == "failed" and "transforms" in outcome["error"]
+    events = read_events(job / "events.jsonl")
+    assert events[-1]["type"] == "error" and events[-1]["stage"] == "validation"
+    assert "Traceback" not in json.dumps(events)
+    assert job_state(job) == "failed"
