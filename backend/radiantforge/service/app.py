@@ -1,0 +1,396 @@
+"""The HTTP API of ``radiantforge serve`` (FastAPI), under ``/api/v1``.
+
+```
+GET    /health                        version, api_version, device, job kinds, local models, limits
+POST   /jobs                          submit: multipart field `archive` (zip of a job folder),
+                                      a raw zip body (Content-Type: application/zip), or JSON
+                                      {"path": "/abs/job/dir"} (same disk: the job runs in place)
+                                      -> 201 job summary
+GET    /jobs                          {"jobs": [summary, ...]} oldest first
+GET    /jobs/{id}                     summary: state, kind, created, progress (the last progress
+                                      event), error, result (result.json) and result_files once finished
+GET    /jobs/{id}/events?since=N      {"events": [...], "next": M, "state": ...}; N counts this job's events
+POST   /jobs/{id}/cancel              queued: cancelled at once; running: asked to checkpoint and stop
+GET    /jobs/{id}/result.zip          the result folder, zipped (paths relative to result/)
+GET    /jobs/{id}/files/{path}        one file of the result folder
+DELETE /jobs/{id}                     a finished, failed or cancelled job (a local job folder is kept)
+```
+
+With a token, every request needs ``Authorization: Bearer <token>`` (401 otherwise). Errors are
+``{"detail": "<what is wrong>"}``: 400 malformed request or unsafe archive, 404 unknown job or
+file, 409 not possible in the job's state, 413 upload too large, 415 unknown body type, 422 a
+job folder that does not validate (the message names the file and field).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+import radiantforge
+
+from ..errors import InputError
+from ..jobs import JOB_PARAM_TYPES, validate_job
+from .archive import extract_job_archive, remove_tree
+from .locks import FileLock
+from .scheduler import DEFAULT_CANCEL_GRACE_S, Scheduler
+from .store import (
+    FAILED, FINISHED, SERVICE_FILE, SERVICE_LOCK, SOURCE_PATH, SOURCE_UPLOAD, TERMINAL_STATES, UPLOADED_JOB_DIR,
+    JobStore, StoredJob, is_job_id, write_json_atomic,
+)
+from .system import describe_device, local_models
+from .uploads import UploadError, receive_archive
+
+log = logging.getLogger("radiantforge.service")
+
+API_VERSION = 1
+API_PREFIX = f"/api/v{API_VERSION}"
+MIB = 1024 * 1024
+DEFAULT_MAX_UPLOAD_MB = 2048
+# Job data is mostly PNG images, which do not deflate further: an archive that inflates far
+# beyond its upload size is a zip bomb, not a dataset.
+MAX_UNPACKED_TO_UPLOAD_RATIO = 4
+MAX_JSON_BODY_BYTES = 1 * MIB
+EVENTS_PAGE_LIMIT = 1000  # events per answer; `next` says where to continue
+# A worker exits a moment after its job's final event; DELETE waits that long for it.
+WORKER_EXIT_WAIT_S = 10.0
+ZIP_MEDIA_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
+# Already-compressed files are stored as they are in result.zip; deflating them costs time for nothing.
+_STORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".mp4", ".gif", ".webp", ".zip", ".npz", ".glb")
+
+
+class Service:
+    """The state behind the API: the job store, the scheduler and the settings."""
+
+    def __init__(self, root: str | Path, token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * MIB,
+                 device: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S):
+        self.root = Path(root).expanduser().resolve()
+        self.token = token or None
+        self.max_upload_bytes = int(max_upload_bytes)
+        self.device = device
+        self.store = JobStore(self.root)
+        self.scheduler = Scheduler(self.store, device=device, cancel_grace_s=cancel_grace_s)
+        self._root_lock = FileLock(self.root / SERVICE_LOCK)
+        self._device_info: dict | None = None
+        self._device_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
+        # Written to root/service.json while the app runs (serve() sets it: url, port, pid ...).
+        self.announcement: dict | None = None
+
+    def open(self) -> None:
+        """Take the root folder (one service per root) and load its jobs."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the service folder: {exc}", file=self.root, field="root") from None
+        if not self._root_lock.acquire(blocking=False):
+            pid = self._root_lock.holder_pid()
+            raise InputError(f"another Radiant Forge service{f' (pid {pid})' if pid else ''} is using this folder; "
+                             "stop it or choose another --root", file=self.root, field="root")
+        self.store.open()
+
+    def start(self) -> None:
+        self.scheduler.start()
+        # Importing torch to describe the device takes seconds: do it now, not in the first /health.
+        threading.Thread(target=self.device_info, name="radiantforge-device-info", daemon=True).start()
+        if self.announcement is not None:
+            write_json_atomic(self.root / SERVICE_FILE, self.announcement)
+
+    def close(self) -> None:
+        # Here rather than after uvicorn returns: uvicorn re-raises SIGTERM once it has shut
+        # down, which ends the process before any code after Server.run.
+        if self.announcement is not None:
+            (self.root / SERVICE_FILE).unlink(missing_ok=True)
+        self.scheduler.stop()
+        self._root_lock.release()
+
+    # ---- what clients see -----------------------------------------------------------------------
+
+    def device_info(self) -> dict:
+        with self._device_lock:
+            if self._device_info is None:
+                self._device_info = describe_device(self.device)
+            return self._device_info
+
+    def health(self) -> dict:
+        return {
+            "status": "ok",
+            "version": radiantforge.__version__,
+            "api_version": API_VERSION,
+            "device": self.device_info(),
+            "job_kinds": sorted(JOB_PARAM_TYPES),
+            "models": local_models(),
+            "max_upload_bytes": self.max_upload_bytes,
+            "jobs": {"running": sum(1 for j in self.store.all() if self.scheduler.worker_pid(j.id) is not None),
+                     "queued": sum(1 for j in self.store.all() if self.scheduler.queue_position(j.id) is not None)},
+        }
+
+    def summary(self, job: StoredJob) -> dict:
+        state = self.scheduler.state(job)
+        events = job.events
+        out = {
+            "id": job.id,
+            "kind": job.record.kind,
+            "state": state,
+            "created": job.record.created,
+            "source": job.record.source,
+            "job_dir": str(job.job_dir),
+            "events": events.count,
+            "progress": events.last_progress,
+            "error": (events.last_error if job.job_dir.is_dir() else f"the job folder {job.job_dir} no longer exists")
+                     if state == FAILED else None,
+            "queue_position": self.scheduler.queue_position(job.id),
+            "worker_pid": self.scheduler.worker_pid(job.id),
+            "cancel_requested": self.scheduler.cancel_requested(job.id),
+            "result": None,
+            "result_files": [],
+        }
+        if state == FINISHED:
+            out["result"] = _read_json(job.result_dir / "result.json")
+            out["result_files"] = result_files(job)
+        return out
+
+    def job(self, job_id: str) -> StoredJob:
+        job = self.store.get(job_id) if is_job_id(job_id) else None
+        if job is None:
+            raise HTTPException(404, f"no job with id {job_id!r}")
+        return job
+
+    # ---- submitting -----------------------------------------------------------------------------
+
+    def submit_path(self, raw_path) -> StoredJob:
+        """A job folder on the service's own disk; it runs (and writes its results) in place."""
+        if not isinstance(raw_path, str) or not raw_path:
+            raise HTTPException(400, "expected a JSON object {\"path\": \"/absolute/path/to/job\"}")
+        path = Path(raw_path).expanduser()
+        if not path.is_absolute():
+            raise HTTPException(422, f"path: expected an absolute path (the service's working folder is not the client's), got {raw_path!r}")
+        if not path.exists():
+            raise HTTPException(422, f"{path}: no such folder on the service's machine (a local path only works when client and service share a disk; upload an archive otherwise)")
+        if not path.is_dir():
+            raise HTTPException(422, f"{path}: not a folder; expected a job folder (job.json + data/)")
+        job_dir = path.resolve()
+        spec = _validate_or_422(job_dir, relative_to=None)
+        with self._submit_lock:
+            for other in self.store.all():
+                if other.job_dir == job_dir and self.scheduler.state(other) not in TERMINAL_STATES:
+                    raise HTTPException(409, f"{job_dir}: job {other.id} is already {self.scheduler.state(other)} in this folder")
+            job_id, staged = self.store.new_incoming()
+            job = self.store.add(job_id, SOURCE_PATH, job_dir, spec.kind, staged_dir=staged)
+        self.scheduler.enqueue(job.id)
+        return job
+
+    def submit_archive(self, job_id: str, staged: Path, archive: Path) -> StoredJob:
+        """Unpack an uploaded archive in its incoming folder, check it, and queue it."""
+        unpacked = staged / UPLOADED_JOB_DIR
+        max_unpacked = self.max_upload_bytes * MAX_UNPACKED_TO_UPLOAD_RATIO
+        try:
+            extract_job_archive(archive, unpacked, max_unpacked)
+        except InputError as exc:
+            raise HTTPException(400, str(exc)) from None
+        finally:
+            archive.unlink(missing_ok=True)
+        spec = _validate_or_422(unpacked, relative_to=unpacked)
+        job = self.store.add(job_id, SOURCE_UPLOAD, unpacked, spec.kind, staged_dir=staged)
+        self.scheduler.enqueue(job.id)
+        return job
+
+
+def _validate_or_422(job_dir: Path, relative_to: Path | None):
+    """validate_job, with its InputError as a 422; paths inside an upload are shown relative to it."""
+    try:
+        return validate_job(job_dir)
+    except InputError as exc:
+        message = str(exc)
+        if relative_to is not None:
+            message = message.replace(str(relative_to) + os.sep, "").replace(str(relative_to), ".")
+        raise HTTPException(422, message) from None
+    except Exception as exc:  # a reader that failed without an InputError: still the input's problem
+        log.exception("validating %s", job_dir)
+        raise HTTPException(422, f"the job folder could not be read: {type(exc).__name__}: {exc}") from None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def result_files(job: StoredJob) -> list[str]:
+    """Files of the result folder, as paths relative to it (posix separators), sorted."""
+    root = job.result_dir
+    if not root.is_dir():
+        return []
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def build_result_zip(job: StoredJob) -> Path:
+    """The zipped result folder, cached beside the job record; written to a temp name, then renamed."""
+    files = result_files(job)
+    newest = max((job.result_dir.joinpath(f).stat().st_mtime for f in files), default=0.0)
+    target = job.result_zip
+    if target.is_file() and target.stat().st_mtime >= newest:
+        return target
+    fd, tmp = tempfile.mkstemp(prefix="result.", suffix=".zip.tmp", dir=job.record_dir)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+            for name in files:
+                compression = zipfile.ZIP_STORED if name.lower().endswith(_STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
+                zf.write(job.result_dir / name, arcname=name, compress_type=compression)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _check_token(request: Request, token: str) -> str | None:
+    """None when the request carries the token, else what is wrong with it."""
+    header = request.headers.get("authorization")
+    if not header:
+        return "this service needs a token: send the header 'Authorization: Bearer <token>'"
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return "expected 'Authorization: Bearer <token>'"
+    if not hmac.compare_digest(value.strip().encode("utf-8"), token.encode("utf-8")):
+        return "wrong token"
+    return None
+
+
+def create_app(root: str | Path, token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * MIB,
+               device: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S) -> FastAPI:
+    """The FastAPI app over ``root``. Takes the root's lock now (InputError when another service
+    holds it); the scheduler starts with the app and stops with it."""
+    service = Service(root, token=token, max_upload_bytes=max_upload_bytes, device=device, cancel_grace_s=cancel_grace_s)
+    service.open()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(title="Radiant Forge", version=radiantforge.__version__, lifespan=lifespan)
+    app.state.service = service
+
+    if service.token is not None:
+        @app.middleware("http")
+        async def require_token(request: Request, call_next):
+            problem = _check_token(request, service.token)
+            if problem is not None:
+                return JSONResponse({"detail": problem}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return await call_next(request)
+
+    router = APIRouter(prefix=API_PREFIX)
+
+    @router.get("/health")
+    def health():
+        return service.health()
+
+    @router.post("/jobs", status_code=201)
+    async def submit_job(request: Request):
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "application/json":
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES:
+                raise HTTPException(413, f"JSON body larger than {MAX_JSON_BODY_BYTES} bytes")
+            try:
+                body = json.loads(await request.body())
+            except ValueError as exc:
+                raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+            if not isinstance(body, dict) or "path" not in body:
+                raise HTTPException(400, "expected a JSON object {\"path\": \"/absolute/path/to/job\"}")
+            job = await _in_thread(service.submit_path, body["path"])
+        elif media_type == "multipart/form-data" or media_type in ZIP_MEDIA_TYPES:
+            job_id, staged = service.store.new_incoming()
+            archive = staged / "upload.zip"
+            try:
+                try:
+                    await receive_archive(request, archive, service.max_upload_bytes)
+                except UploadError as exc:
+                    headers = None if exc.drained else {"Connection": "close"}
+                    raise HTTPException(exc.status, exc.message, headers=headers) from None
+                job = await _in_thread(service.submit_archive, job_id, staged, archive)
+            except BaseException:
+                remove_tree(staged)
+                raise
+        else:
+            raise HTTPException(415, f"unsupported Content-Type {media_type or '(none)'!r}: send multipart/form-data with a "
+                                     "file field 'archive', a zip body (application/zip), or JSON {\"path\": ...}")
+        return JSONResponse(service.summary(job), status_code=201)
+
+    @router.get("/jobs")
+    def list_jobs():
+        return {"jobs": [service.summary(job) for job in service.store.all()]}
+
+    @router.get("/jobs/{job_id}")
+    def get_job(job_id: str):
+        return service.summary(service.job(job_id))
+
+    @router.get("/jobs/{job_id}/events")
+    def get_events(job_id: str, since: int = Query(0, ge=0), limit: int = Query(EVENTS_PAGE_LIMIT, ge=1, le=EVENTS_PAGE_LIMIT)):
+        job = service.job(job_id)
+        events, next_index = job.events.events(since, limit)
+        return {"events": events, "next": next_index, "state": service.scheduler.state(job)}
+
+    @router.post("/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str):
+        job = service.job(job_id)
+        state = service.scheduler.state(job)
+        if state in TERMINAL_STATES:
+            raise HTTPException(409, f"job {job_id} has already ended ({state})")
+        service.scheduler.cancel(job)
+        return service.summary(job)
+
+    @router.get("/jobs/{job_id}/result.zip")
+    def get_result_zip(job_id: str):
+        job = service.job(job_id)
+        state = service.scheduler.state(job)
+        if state != FINISHED:
+            raise HTTPException(409, f"job {job_id} has no result: it is {state}")
+        path = build_result_zip(job)
+        return FileResponse(path, media_type="application/zip", filename=f"{job_id}-result.zip")
+
+    @router.get("/jobs/{job_id}/files/{file_path:path}")
+    def get_result_file(job_id: str, file_path: str):
+        job = service.job(job_id)
+        result_dir = job.result_dir.resolve()
+        target = (result_dir / file_path).resolve()
+        if not (target.is_relative_to(result_dir) and target.is_file()):
+            raise HTTPException(404, f"no file {file_path!r} in the result of job {job_id}")
+        return FileResponse(target)
+
+    @router.delete("/jobs/{job_id}")
+    def delete_job(job_id: str):
+        job = service.job(job_id)
+        state = service.scheduler.state(job)
+        if state not in TERMINAL_STATES:
+            raise HTTPException(409, f"job {job_id} is {state}; cancel it before deleting it")
+        if not service.scheduler.wait_until_worker_exits(job_id, WORKER_EXIT_WAIT_S):
+            raise HTTPException(409, f"job {job_id} is {state} but its worker is still exiting; try again in a moment")
+        service.store.remove(job_id)
+        kept = str(job.job_dir) if job.record.source == SOURCE_PATH else None
+        return {"id": job_id, "deleted": True, "job_dir_kept": kept}
+
+    app.include_router(router)
+    return app
+
+
+async def _in_thread(function, *args):
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(function, *args)
