@@ -1,0 +1,1 @@
+"""Results back into Blender: Gaussian-splat PLYs, turntables and test renders."""

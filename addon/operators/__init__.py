@@ -1,0 +1,9 @@
+"""Operators (thin: the work is done by plain functions in capture, pipeline and importers)."""
+
+from .backend import CLASSES as _BACKEND
+from .importing import CLASSES as _IMPORTING
+from .jobs import CLASSES as _JOBS
+from .text3d import CLASSES as _TEXT3D
+from .texture import CLASSES as _TEXTURE
+
+CLASSES = (*_BACKEND, *_JOBS, *_TEXTURE, *_TEXT3D, *_IMPORTING)
