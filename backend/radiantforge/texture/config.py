@@ -1,0 +1,233 @@
+"""Settings of a text-to-texture run (:class:`TextureConfig`), checked field by field.
+
+Every bad value raises :class:`~radiantforge.errors.InputError` naming the field, so the job
+runner, the service (422) and the CLI can show it before any work starts. The same fields are
+the ``params`` of a ``"texture"`` job (``job.json``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from ..devices import DEVICE_CHOICES
+from ..errors import InputError
+from ..guidance.sds import ANNEAL_SCHEDULES, MODES, SPACES, WEIGHTINGS
+
+TEXTURE_TYPES = ("image", "mlp")  # a UV image optimised directly, or a coordinate MLP baked to one
+SHADING_MODES = ("albedo", "lambertian")
+ELEVATION_SAMPLING = ("uniform_angle", "uniform_area")
+# Adam step sizes per texture representation when ``learning_rate`` is left to choose: texel
+# values live in [0, 1] (a step of 0.02 per update), MLP weights want the usual small step.
+DEFAULT_LEARNING_RATES = {"image": 0.02, "mlp": 1e-3}
+# The largest texture and render sizes accepted (memory on a laptop GPU; SD's own size is 512).
+MAX_TEXTURE_SIZE = 8192
+MAX_RESOLUTION = 2048
+MAX_SUPERSAMPLE = 4
+MAX_BATCH_SIZE = 64
+# Progress events per run when ``progress_every`` is left to choose, and previews per run.
+DEFAULT_PROGRESS_EVENTS = 100
+DEFAULT_PREVIEWS = 10
+
+
+@dataclass
+class TextureConfig:
+    """Everything that shapes a text-to-texture run.
+
+    prompt / negative_prompt: the text (the negative prompt is the unconditional branch of CFG).
+    model: Stable Diffusion to guide with: "sd15", "sd21base", a Hugging Face id already in the
+        cache, or a local diffusers folder (never downloaded).
+    steps: optimisation steps; batch_size: views rendered per step.
+    learning_rate: Adam step size (None: DEFAULT_LEARNING_RATES of the texture type).
+    guidance_scale, t_min, t_max, anneal, anneal_t_max, weighting, grad_clip: the SDS settings
+        (:class:`radiantforge.guidance.SDSConfig`); sds_space "latent" | "pixel"; sds_mode "sds" | "csd".
+    resolution: rendered views are resolution x resolution pixels (resized to the model's own
+        size, 512 for SD, before encoding); supersample: k x k samples per pixel (anti-aliasing).
+    texture_size: the UV image is texture_size x texture_size texels.
+    texture_type: "image" (texels optimised directly) or "mlp" (a coordinate MLP of the surface
+        position with Fourier features, baked into a UV image at the end); mlp_width, mlp_depth,
+        mlp_frequencies shape that MLP.
+    shading: "albedo" (unlit texture) or "lambertian" (random light per view around the camera,
+        ``light_spread_deg`` off the view direction at most, plus ``ambient``).
+    distance_range (in bounding-sphere radii of the mesh), elevation_range_deg, azimuth_range_deg,
+        fov_range_deg, elevation_sampling: where random cameras are drawn (azimuth 0 = the mesh's
+        front, seen from -Y, as in Blender's Front view).
+    view_dependent_prompts: append "front / side / back / overhead / bottom view" by camera angle.
+    background: R, G, B behind the mesh.
+    seed: every random choice; device: auto | cpu | cuda | mps.
+    checkpoint_every: steps between checkpoints (0: only on cancel); progress_every /
+        preview_every: steps between progress events / preview PNGs (None: about 100 / 10 per run).
+    turntable_frames, turntable_resolution, turntable_elevation_deg: the result's turntable.
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    model: str = "sd15"
+    steps: int = 1000
+    batch_size: int = 1
+    learning_rate: float | None = None
+    guidance_scale: float = 100.0
+    t_min: float = 0.02
+    t_max: float = 0.98
+    anneal: str = "fixed"
+    anneal_t_max: float = 0.5
+    weighting: str = "sds"
+    grad_clip: float | None = None
+    sds_space: str = "latent"
+    sds_mode: str = "sds"
+    resolution: int = 512
+    supersample: int = 1
+    texture_size: int = 1024
+    texture_type: str = "image"
+    mlp_width: int = 64
+    mlp_depth: int = 2
+    mlp_frequencies: int = 6
+    shading: str = "albedo"
+    ambient: float = 0.3
+    light_spread_deg: float = 45.0
+    distance_range: tuple[float, float] = (2.4, 3.2)
+    elevation_range_deg: tuple[float, float] = (-10.0, 45.0)
+    azimuth_range_deg: tuple[float, float] = (-180.0, 180.0)
+    fov_range_deg: tuple[float, float] = (40.0, 55.0)
+    elevation_sampling: str = "uniform_angle"
+    view_dependent_prompts: bool = True
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 100
+    progress_every: int | None = None
+    preview_every: int | None = None
+    turntable_frames: int = 36
+    turntable_resolution: int = 256
+    turntable_elevation_deg: float = 20.0
+
+    def __post_init__(self):
+        for name in ("prompt", "negative_prompt", "model"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"expected text, got {getattr(self, name)!r}", field=name)
+        _integer(self, "steps", 1)
+        _integer(self, "batch_size", 1, MAX_BATCH_SIZE)
+        if self.learning_rate is not None:
+            _number(self, "learning_rate", low=0.0, low_open=True)
+        _number(self, "guidance_scale", low=0.0, low_open=True)
+        _number(self, "t_min", low=0.0, high=1.0)
+        _number(self, "t_max", low=0.0, high=1.0)
+        if not self.t_min < self.t_max:
+            raise InputError(f"must be below t_max={self.t_max}, got {self.t_min}", field="t_min")
+        _number(self, "anneal_t_max", low=self.t_min, high=self.t_max)
+        _choice(self, "anneal", ANNEAL_SCHEDULES)
+        _choice(self, "weighting", WEIGHTINGS)
+        if self.grad_clip is not None:
+            _number(self, "grad_clip", low=0.0, low_open=True)
+        _choice(self, "sds_space", SPACES)
+        _choice(self, "sds_mode", MODES)
+        _integer(self, "resolution", 8, MAX_RESOLUTION)
+        _integer(self, "supersample", 1, MAX_SUPERSAMPLE)
+        _integer(self, "texture_size", 4, MAX_TEXTURE_SIZE)
+        _choice(self, "texture_type", TEXTURE_TYPES)
+        _integer(self, "mlp_width", 1)
+        _integer(self, "mlp_depth", 1)
+        _integer(self, "mlp_frequencies", 0)
+        _choice(self, "shading", SHADING_MODES)
+        _number(self, "ambient", low=0.0, high=1.0)
+        _number(self, "light_spread_deg", low=0.0, high=90.0)
+        self.distance_range = _range(self, "distance_range", 0.0, math.inf, strict=True)
+        self.elevation_range_deg = _range(self, "elevation_range_deg", -90.0, 90.0)
+        self.azimuth_range_deg = _range(self, "azimuth_range_deg", -360.0, 360.0)
+        self.fov_range_deg = _range(self, "fov_range_deg", 0.0, 180.0, strict=True)
+        _choice(self, "elevation_sampling", ELEVATION_SAMPLING)
+        _boolean(self, "view_dependent_prompts")
+        self.background = _colour(self.background)
+        _integer(self, "seed", 0)
+        if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
+            raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", field="device")
+        _integer(self, "checkpoint_every", 0)
+        for name in ("progress_every", "preview_every"):
+            if getattr(self, name) is not None:
+                _integer(self, name, 1)
+        _integer(self, "turntable_frames", 1)
+        _integer(self, "turntable_resolution", 8, MAX_RESOLUTION)
+        _number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.texture_type]
+
+    @property
+    def resolved_progress_every(self) -> int:
+        return self.progress_every or max(1, self.steps // DEFAULT_PROGRESS_EVENTS)
+
+    @property
+    def resolved_preview_every(self) -> int:
+        return self.preview_every or max(1, self.steps // DEFAULT_PREVIEWS)
+
+
+# Fields a resumed run may change: none of them alters the optimisation.
+RESUMABLE_FIELDS = frozenset({
+    "device", "checkpoint_every", "progress_every", "preview_every", "turntable_frames", "turntable_resolution",
+    "turntable_elevation_deg",
+})
+FIELD_NAMES = tuple(f.name for f in fields(TextureConfig))
+
+
+def check_prompt(prompt) -> str:
+    """The prompt, stripped; InputError when it is missing or empty."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the prompt is empty; describe the texture, e.g. 'a cow with black and white patches'",
+                         field="prompt")
+    return prompt.strip()
+
+
+def _integer(config, name: str, minimum: int | None = None, maximum: int | None = None) -> None:
+    value = getattr(config, name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+        setattr(config, name, value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"expected an integer, got {value!r}", field=name)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise InputError(f"expected an integer {span}, got {value}", field=name)
+
+
+def _number(config, name: str, low=None, high=None, low_open=False) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"expected a number, got {value!r}", field=name)
+    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+        bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
+        raise InputError(f"expected a number in {bounds}, got {value}", field=name)
+    setattr(config, name, float(value))
+
+
+def _choice(config, name: str, choices) -> None:
+    if getattr(config, name) not in choices:
+        raise InputError(f"expected one of {', '.join(choices)}, got {getattr(config, name)!r}", field=name)
+
+
+def _boolean(config, name: str) -> None:
+    if not isinstance(getattr(config, name), bool):
+        raise InputError(f"expected true or false, got {getattr(config, name)!r}", field=name)
+
+
+def _range(config, name: str, lowest: float, highest: float, strict: bool = False) -> tuple[float, float]:
+    value = getattr(config, name)
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"expected two numbers (low, high), got {value!r}", field=name) from None
+    inside = (lowest < low and high < highest) if strict else (lowest <= low and high <= highest)
+    if not (math.isfinite(low) and math.isfinite(high) and inside and low <= high):
+        bounds = f"({lowest}, {highest})" if strict else f"[{lowest}, {highest}]"
+        raise InputError(f"expected (low, high) with low <= high, both in {bounds}, got {value!r}", field=name)
+    return low, high
+
+
+def _colour(value) -> tuple[float, float, float]:
+    try:
+        colour = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field="background") from None
+    if len(colour) != 3 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in colour):
+        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field="background")
+    return colour
