@@ -91,6 +91,91 @@ def cmd_train_gaussians(args) -> int:
     return 0
 
 
+def cmd_texture(args) -> int:
+    from .events import EventLog
+    from .texture import texture_mesh
+
+    out = Path(args.out)
+    names = ("negative_prompt", "guidance_scale", "steps", "resolution", "texture_size", "seed", "model", "device")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    events = EventLog(out.parent / f"{out.name}.events.jsonl" if args.events is None else args.events, echo=True)
+    with _stop_on_interrupt() as stop_requested:
+        result = texture_mesh(args.mesh, out, prompt=args.prompt, checkpoint_dir=out.parent / f"{out.name}.checkpoints",
+                              resume=args.resume, events=events, should_stop=stop_requested, **overrides)
+    files = {role: str(path) for role, path in result.files.items()}
+    summary_keys = ("steps", "train_seconds", "texel_coverage", "uv_source", "guidance")
+    print(json.dumps({"out_dir": str(result.out_dir), "files": files,
+                      "metrics": {key: result.metrics.get(key) for key in summary_keys}}, indent=2))
+    return 0
+
+
+# Text-to-3D options with their own flags; any other Text3DConfig field goes through --set NAME=VALUE.
+TEXT3D_FLAG_NAMES = ("negative_prompt", "steps", "resolution", "guidance_scale", "seed", "model", "device",
+                     "target_faces", "texture_size")
+
+
+def _add_text3d_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--negative-prompt", help="what to steer away from (default none)")
+    parser.add_argument("--steps", type=_positive_int, help="optimisation steps (default 3000)")
+    parser.add_argument("--resolution", type=_positive_int,
+                        help="NeRF render size in pixels while optimising (default 64; upsampled for Stable Diffusion)")
+    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default 100)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--model", help="Stable Diffusion: sd15, sd21base, a Hugging Face id in the cache, or a "
+                                        "local diffusers folder (default sd15; never downloaded)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, help="where to run (default auto)")
+    parser.add_argument("--target-faces", type=int, help="decimate the mesh to this many faces (default 20000; 0 keeps all)")
+    parser.add_argument("--texture-size", type=_positive_int, help="baked texture width and height (default 1024)")
+    parser.add_argument("--set", action="append", dest="settings", metavar="NAME=VALUE", default=[],
+                        help="any other setting of radiantforge.text3d.Text3DConfig, value as JSON, e.g. "
+                             "--set entropy_weight=0.01 --set 'fov_range_deg=[40, 60]' (repeatable)")
+    parser.add_argument("--events", help="events file (default OUT.events.jsonl beside --out)")
+
+
+def _text3d_overrides(args) -> dict:
+    overrides = {name: getattr(args, name) for name in TEXT3D_FLAG_NAMES if getattr(args, name, None) is not None}
+    for item in args.settings:
+        name, separator, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not separator or not name:
+            raise InputError(f"expected NAME=VALUE, got {item!r}", field="--set")
+        try:
+            overrides[name] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name] = text  # plain words: a string setting such as encoding=hashgrid
+    return overrides
+
+
+def cmd_text3d(args) -> int:
+    from .events import EventLog
+    from .text3d import generate_3d
+
+    out = Path(args.out)
+    overrides = _text3d_overrides(args)
+    events = EventLog(out.parent / f"{out.name}.events.jsonl" if args.events is None else args.events, echo=True)
+    with _stop_on_interrupt() as stop_requested:
+        result = generate_3d(args.prompt, out, checkpoint_dir=out.parent / f"{out.name}.checkpoints",
+                             resume=args.resume, events=events, should_stop=stop_requested, **overrides)
+    files = {role: str(path) for role, path in result.files.items()}
+    summary_keys = ("steps", "train_seconds", "n_faces", "n_vertices", "guidance", "device")
+    print(json.dumps({"out_dir": str(result.out_dir), "files": files,
+                      "metrics": {key: result.metrics.get(key) for key in summary_keys}}, indent=2))
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from .events import EventLog
+    from .text3d import batch_generate
+
+    out = Path(args.out)
+    events = EventLog(out.parent / f"{out.name}.events.jsonl" if args.events is None else args.events, echo=True)
+    with _stop_on_interrupt() as stop_requested:
+        result = batch_generate(args.prompts, out, events=events, should_stop=stop_requested, **_text3d_overrides(args))
+    print(result.table, end="")
+    print(f"summary: {result.summary_path}")
+    return 1 if result.counts.get("failed") else 0
+
+
 def cmd_eval(args) -> int:
     from .gaussians.train import evaluate_ply
 
@@ -139,7 +224,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radiantforge",
-        description="Radiant Forge backend: train Gaussian splats from posed images, evaluate and render them, "
+        description="Radiant Forge backend: train Gaussian splats from posed images, evaluate and render them, texture meshes from a prompt, "
                     "run job folders and serve them to the Blender add-on.",
     )
     parser.add_argument("--version", action="version", version=f"radiantforge {__version__}")
@@ -162,6 +247,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="events file (default OUT.events.jsonl beside --out)")
     _add_train_options(p)
     p.set_defaults(func=cmd_train_gaussians)
+
+    p = sub.add_parser("texture", help="texture a mesh from a text prompt with Stable Diffusion (score distillation)")
+    p.add_argument("mesh", help="the mesh (.obj, .glb, .gltf, .ply, ...); without UVs an atlas is made with xatlas")
+    p.add_argument("--prompt", required=True, help="what the texture shows, e.g. 'a cow with black and white patches'")
+    p.add_argument("--out", required=True, help="result folder (textured .glb and .obj, texture PNG, turntable)")
+    p.add_argument("--negative-prompt", help="what to steer away from (default none)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default 100)")
+    p.add_argument("--steps", type=_positive_int, help="optimisation steps (default 1000)")
+    p.add_argument("--resolution", type=_positive_int, help="rendered view size in pixels (default 512)")
+    p.add_argument("--texture-size", type=_positive_int, help="texture width and height in texels (default 1024)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--model", help="Stable Diffusion: sd15, sd21base, a Hugging Face id in the cache, or a "
+                                   "local diffusers folder (default sd15; never downloaded)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, help="where to run (default auto)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
+    p.add_argument("--events", help="events file (default OUT.events.jsonl beside --out)")
+    p.set_defaults(func=cmd_texture)
+
+    p = sub.add_parser("text3d", help="generate a textured 3D object from a text prompt (NeRF + score distillation, "
+                                      "then a mesh and turntables)")
+    p.add_argument("--prompt", required=True, help="what to make, e.g. 'a ceramic teapot'")
+    p.add_argument("--out", required=True, help="result folder (mesh .glb and .obj, texture, turntables, metrics)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this --out")
+    _add_text3d_options(p)
+    p.set_defaults(func=cmd_text3d)
+
+    p = sub.add_parser("batch", help="text-to-3D for every prompt of a text file (one per line), one result folder "
+                                     "each; run again to skip finished prompts and resume interrupted ones")
+    p.add_argument("prompts", help="text file with one prompt per line (# starts a comment)")
+    p.add_argument("--out", required=True, help="folder for the result folders and the summary table")
+    _add_text3d_options(p)
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("eval", help="PSNR / SSIM / LPIPS of a splat PLY on a dataset split")
     p.add_argument("ply")

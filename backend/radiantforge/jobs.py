@@ -48,8 +48,21 @@ def _gaussian_config_type():
     return GaussianTrainConfig
 
 
+def _texture_config_type():
+    from .texture.config import TextureConfig
+
+    return TextureConfig
+
+
+def _text3d_config_type():
+    from .text3d.config import Text3DConfig
+
+    return Text3DConfig
+
+
 # kind -> function returning the dataclass its params must fit
-JOB_PARAM_TYPES: dict[str, Callable[[], type]] = {"gaussians": _gaussian_config_type}
+JOB_PARAM_TYPES: dict[str, Callable[[], type]] = {"gaussians": _gaussian_config_type, "texture": _texture_config_type,
+                                                   "text3d": _text3d_config_type}
 
 
 def write_job(job_dir: str | Path, kind: str, params: dict[str, Any] | None = None) -> Path:
@@ -119,7 +132,36 @@ def validate_job(job_dir: str | Path) -> JobSpec:
 
         config = _gaussian_config_type()(**spec.params)
         load_nerf_dataset(data_dir, downscale=config.downscale, background=config.background)
+    elif spec.kind == "texture":
+        _validate_texture_job(job_dir, spec)
+    elif spec.kind == "text3d":
+        _validate_text3d_job(job_dir, spec)
     return spec
+
+
+def _validate_text3d_job(job_dir: Path, spec: JobSpec) -> None:
+    """The prompt is not empty and the model is on this machine, before any work (no data/ inputs needed)."""
+    from .text3d import check_text3d_job
+
+    try:
+        check_text3d_job(_text3d_config_type()(**spec.params))
+    except InputError as exc:
+        if exc.file is None and exc.field in ("prompt", "model"):  # a job parameter: name it as job.json does
+            raise InputError(exc.problem, file=job_dir / JOB_FILE, field=f"params.{exc.field}") from None
+        raise
+
+
+def _validate_texture_job(job_dir: Path, spec: JobSpec) -> Path:
+    """The prompt, the one mesh in data/ (faces, size limit) and the model's presence, before any work."""
+    from .texture import check_texture_job
+
+    config = _texture_config_type()(**spec.params)
+    try:
+        return check_texture_job(job_dir / DATA_DIR, config)
+    except InputError as exc:
+        if exc.file is None and exc.field in ("prompt", "model"):  # a job parameter: name it as job.json does
+            raise InputError(exc.problem, file=job_dir / JOB_FILE, field=f"params.{exc.field}") from None
+        raise
 
 
 def request_cancel(job_dir: str | Path) -> None:
@@ -158,12 +200,18 @@ def run_job(job_dir: str | Path, *, echo: bool = False, device: str | None = Non
     except InputError as exc:
         events.emit("error", message=str(exc), file=exc.file, field=exc.field, stage="validation")
         return {"state": "failed", "error": str(exc)}
-    checkpoints = job_dir / CHECKPOINT_DIR
-    resume = checkpoints.is_dir() and any(checkpoints.iterdir())
+    finished = _finished_result(job_dir)
+    if finished is not None:  # running a finished job again is a no-op, never a silent retrain
+        return {"state": "finished", "result": finished}
+    resume = _has_checkpoint(job_dir, spec.kind)
     events.emit("started", kind=spec.kind, resumed=resume)
     try:
         if spec.kind == "gaussians":
             result = _run_gaussians(job_dir, spec, events, resume, device)
+        elif spec.kind == "texture":
+            result = _run_texture(job_dir, spec, events, resume, device)
+        elif spec.kind == "text3d":
+            result = _run_text3d(job_dir, spec, events, resume, device)
         else:  # pragma: no cover - read_job_spec only lets known kinds through
             raise InputError(f"unknown job kind {spec.kind!r}", field="kind")
     except JobCancelled:
@@ -178,6 +226,25 @@ def run_job(job_dir: str | Path, *, echo: bool = False, device: str | None = Non
     return {"state": "finished", "result": result}
 
 
+def _finished_result(job_dir: Path) -> dict | None:
+    """The result.json of a job that already finished, else None."""
+    result_file = job_dir / RESULT_DIR / "result.json"
+    if job_state(job_dir) == "finished" and result_file.is_file():
+        return json.loads(result_file.read_text(encoding="utf-8"))
+    return None
+
+
+def _has_checkpoint(job_dir: Path, kind: str) -> bool:
+    """Whether a killed or cancelled run of this job left a checkpoint to resume from."""
+    if kind == "gaussians":
+        from .gaussians.train import CHECKPOINT_FILE
+    elif kind == "texture":
+        from .texture.run import CHECKPOINT_FILE
+    else:
+        from .text3d.run import CHECKPOINT_FILE
+    return (job_dir / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file()
+
+
 def _run_gaussians(job_dir: Path, spec: JobSpec, events: EventLog, resume: bool, device: str | None) -> dict:
     from .gaussians.train import GaussianTrainConfig, train_gaussians
 
@@ -187,6 +254,46 @@ def _run_gaussians(job_dir: Path, spec: JobSpec, events: EventLog, resume: bool,
     config = GaussianTrainConfig(**params)
     outcome = train_gaussians(
         job_dir / DATA_DIR,
+        job_dir / RESULT_DIR,
+        config=config,
+        checkpoint_dir=job_dir / CHECKPOINT_DIR,
+        resume=resume,
+        events=events,
+        should_stop=lambda: cancel_requested(job_dir),
+        preview_dir=job_dir / RESULT_DIR,  # inside result/ so a remote service can serve it
+    )
+    return json.loads((Path(outcome.out_dir) / "result.json").read_text(encoding="utf-8"))
+
+
+def _run_texture(job_dir: Path, spec: JobSpec, events: EventLog, resume: bool, device: str | None) -> dict:
+    from .texture import find_job_mesh, texture_mesh
+
+    params = dict(spec.params)
+    if device is not None:
+        params["device"] = device
+    config = _texture_config_type()(**params)
+    outcome = texture_mesh(
+        find_job_mesh(job_dir / DATA_DIR),
+        job_dir / RESULT_DIR,
+        prompt=config.prompt,
+        config=config,
+        checkpoint_dir=job_dir / CHECKPOINT_DIR,
+        resume=resume,
+        events=events,
+        should_stop=lambda: cancel_requested(job_dir),
+    )
+    return json.loads((Path(outcome.out_dir) / "result.json").read_text(encoding="utf-8"))
+
+
+def _run_text3d(job_dir: Path, spec: JobSpec, events: EventLog, resume: bool, device: str | None) -> dict:
+    from .text3d import generate_3d
+
+    params = dict(spec.params)
+    if device is not None:
+        params["device"] = device
+    config = _text3d_config_type()(**params)
+    outcome = generate_3d(
+        config.prompt,
         job_dir / RESULT_DIR,
         config=config,
         checkpoint_dir=job_dir / CHECKPOINT_DIR,
