@@ -148,7 +148,7 @@ checks["left_after_second_disable"] = leftovers()
 report(checks)
 """
 
-EXPECTED_OPERATORS = ["cancel_job", "capture_train", "check_backend", "export_job", "import_gaussians",
+EXPECTED_OPERATORS = ["cancel_job", "capture_train", "check_backend", "export_job", "generate_from_text", "import_gaussians",
                       "import_result", "import_turntable", "start_backend", "stop_backend", "texture_mesh", "train_dataset"]
 
 

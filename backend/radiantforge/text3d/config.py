@@ -1,0 +1,303 @@
+"""Settings of a text-to-3D run (:class:`Text3DConfig`), checked field by field.
+
+Every bad value raises :class:`~radiantforge.errors.InputError` naming the field, so the job
+runner, the service and the CLI can show it before any work starts. The same fields are the
+``params`` of a ``"text3d"`` job (``job.json``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from ..devices import DEVICE_CHOICES
+from ..errors import InputError
+from ..guidance.sds import ANNEAL_SCHEDULES, MODES, SPACES, WEIGHTINGS
+from ..nerf.field import BACKGROUND_MODES, ENCODINGS
+from ..nerf.render import NORMAL_DIFFERENCES, SHADING_MODES
+
+ELEVATION_SAMPLING = ("uniform_angle", "uniform_area")
+# Limits that keep a run within a laptop's memory; SD's own image size is 512.
+MAX_RESOLUTION = 512
+MAX_SAMPLES = 1024
+MAX_BATCH_SIZE = 16
+MAX_GRID_RESOLUTION = 512
+MAX_TEXTURE_SIZE = 8192
+# Progress events and preview images per run when ``progress_every`` / ``preview_every`` are left to choose.
+DEFAULT_PROGRESS_EVENTS = 100
+DEFAULT_PREVIEWS = 10
+
+
+@dataclass
+class Text3DConfig:
+    """Everything that shapes a text-to-3D run (DreamFusion with a NeRF, then a textured mesh).
+
+    Text and guidance
+      prompt / negative_prompt: the text (the negative prompt is the unconditional branch of CFG).
+      model: Stable Diffusion: "sd15", "sd21base", a Hugging Face id already in the cache, or a
+        local diffusers folder (never downloaded).
+      view_dependent_prompts: "<prompt>, front / side / back / overhead / bottom view" by camera
+        angle, with the front → side → back embedding interpolation.
+      guidance_scale, t_min, t_max, anneal ("fixed" | "linear" | "sqrt": the upper timestep bound
+        falls from t_max to anneal_t_max over the run), weighting, grad_clip, sds_space ("latent" |
+        "pixel"), sds_mode ("sds" | "csd"): the score distillation step
+        (:class:`radiantforge.guidance.SDSConfig`).
+    Optimisation
+      steps, batch_size (views per step), seed; learning_rate (Adam, grid encoding) and
+      network_learning_rate (the MLPs and the background).
+    Rendering
+      resolution: the NeRF is rendered at resolution x resolution pixels (64–128 is typical) and
+        upsampled to the guidance model's own size; num_samples: samples per ray;
+        normal_difference: "central" or "forward" finite differences for the normals.
+    Cameras (metres and degrees; azimuth 0 = the object's front, seen from −Y)
+      distance_range, elevation_range_deg, azimuth_range_deg, fov_range_deg, elevation_sampling.
+    Shading (DreamFusion)
+      latent_iter_ratio: the first fraction of the steps renders normals only (geometry warm-up);
+      afterwards albedo with albedo_probability, textureless with textureless_probability, else
+      lambertian; ambient: the ambient share of the lit modes; light_jitter: standard deviation
+      (metres) of the point light around the camera.
+    Regularisers
+      entropy_weight: opacity entropy (pixels fully empty or fully solid); orientation_weight:
+      DreamFusion's penalty on normals facing away from the camera; sparsity_weight: mean opacity
+      (fewer floaters), 0 = off.
+    Field
+      encoding ("triplane" | "hashgrid"), bound (half the box side, metres), hidden_dim,
+      hidden_layers, blob_density, blob_radius (the initial density blob), background ("mlp" |
+      "fixed" | "random") and background_color (for "fixed", and behind previews and turntables).
+      occupancy_resolution, occupancy_update_every: the empty-space-skipping grid.
+    Mesh out
+      mesh_resolution (marching-cubes lattice per axis), density_threshold (iso-level, 1/m),
+      min_component_ratio (drop smaller floaters), target_faces (decimation; 0 keeps all),
+      texture_size (baked albedo texture).
+    Turntables
+      turntable_frames, turntable_resolution, turntable_elevation_deg, turntable_shading.
+    Bookkeeping
+      device; checkpoint_every (0: only on cancel and at the end); progress_every, preview_every
+      (None: about 100 progress events and 10 previews per run).
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    model: str = "sd15"
+    view_dependent_prompts: bool = True
+    guidance_scale: float = 100.0
+    t_min: float = 0.02
+    t_max: float = 0.98
+    anneal: str = "linear"
+    anneal_t_max: float = 0.5
+    weighting: str = "sds"
+    grad_clip: float | None = None
+    sds_space: str = "latent"
+    sds_mode: str = "sds"
+
+    steps: int = 3000
+    batch_size: int = 1
+    seed: int = 0
+    learning_rate: float = 0.01
+    network_learning_rate: float = 0.001
+
+    resolution: int = 64
+    num_samples: int = 64
+    normal_difference: str = "central"
+
+    distance_range: tuple[float, float] = (2.0, 2.8)
+    elevation_range_deg: tuple[float, float] = (-10.0, 60.0)
+    azimuth_range_deg: tuple[float, float] = (-180.0, 180.0)
+    fov_range_deg: tuple[float, float] = (40.0, 70.0)
+    elevation_sampling: str = "uniform_angle"
+
+    latent_iter_ratio: float = 0.2
+    albedo_probability: float = 0.2
+    textureless_probability: float = 0.4
+    ambient: float = 0.1
+    light_jitter: float = 0.5
+
+    entropy_weight: float = 1e-3
+    orientation_weight: float = 1e-2
+    sparsity_weight: float = 0.0
+
+    encoding: str = "triplane"
+    bound: float = 1.0
+    hidden_dim: int = 64
+    hidden_layers: int = 1
+    blob_density: float = 10.0
+    blob_radius: float = 0.5
+    background: str = "mlp"
+    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    occupancy_resolution: int = 64
+    occupancy_update_every: int = 16
+
+    mesh_resolution: int = 128
+    density_threshold: float = 10.0
+    min_component_ratio: float = 0.1
+    target_faces: int = 20000
+    texture_size: int = 1024
+
+    turntable_frames: int = 36
+    turntable_resolution: int = 128
+    turntable_elevation_deg: float = 20.0
+    turntable_shading: str = "albedo"
+
+    device: str = "auto"
+    checkpoint_every: int = 200
+    progress_every: int | None = None
+    preview_every: int | None = None
+
+    def __post_init__(self):
+        for name in ("prompt", "negative_prompt", "model"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"expected text, got {getattr(self, name)!r}", field=name)
+        _boolean(self, "view_dependent_prompts")
+        _number(self, "guidance_scale", low=0.0, low_open=True)
+        _number(self, "t_min", low=0.0, high=1.0)
+        _number(self, "t_max", low=0.0, high=1.0)
+        if not self.t_min < self.t_max:
+            raise InputError(f"must be below t_max={self.t_max}, got {self.t_min}", field="t_min")
+        _choice(self, "anneal", ANNEAL_SCHEDULES)
+        _number(self, "anneal_t_max", low=self.t_min, high=self.t_max)
+        _choice(self, "weighting", WEIGHTINGS)
+        if self.grad_clip is not None:
+            _number(self, "grad_clip", low=0.0, low_open=True)
+        _choice(self, "sds_space", SPACES)
+        _choice(self, "sds_mode", MODES)
+
+        _integer(self, "steps", 1)
+        _integer(self, "batch_size", 1, MAX_BATCH_SIZE)
+        _integer(self, "seed", 0)
+        _number(self, "learning_rate", low=0.0, low_open=True)
+        _number(self, "network_learning_rate", low=0.0, low_open=True)
+
+        _integer(self, "resolution", 8, MAX_RESOLUTION)
+        _integer(self, "num_samples", 4, MAX_SAMPLES)
+        _choice(self, "normal_difference", NORMAL_DIFFERENCES)
+
+        self.distance_range = _range(self, "distance_range", 0.0, math.inf, strict=True)
+        self.elevation_range_deg = _range(self, "elevation_range_deg", -90.0, 90.0)
+        self.azimuth_range_deg = _range(self, "azimuth_range_deg", -360.0, 360.0)
+        self.fov_range_deg = _range(self, "fov_range_deg", 0.0, 180.0, strict=True)
+        _choice(self, "elevation_sampling", ELEVATION_SAMPLING)
+
+        _number(self, "latent_iter_ratio", low=0.0, high=1.0)
+        _number(self, "albedo_probability", low=0.0, high=1.0)
+        _number(self, "textureless_probability", low=0.0, high=1.0)
+        if self.albedo_probability + self.textureless_probability > 1.0:
+            raise InputError(f"albedo_probability + textureless_probability must be at most 1, got "
+                             f"{self.albedo_probability} + {self.textureless_probability}",
+                             field="textureless_probability")
+        _number(self, "ambient", low=0.0, high=1.0)
+        _number(self, "light_jitter", low=0.0)
+
+        for name in ("entropy_weight", "orientation_weight", "sparsity_weight"):
+            _number(self, name, low=0.0)
+
+        _choice(self, "encoding", ENCODINGS)
+        _number(self, "bound", low=0.0, low_open=True)
+        _integer(self, "hidden_dim", 1)
+        _integer(self, "hidden_layers", 0)
+        _number(self, "blob_density", low=0.0)
+        _number(self, "blob_radius", low=0.0, low_open=True)
+        _choice(self, "background", BACKGROUND_MODES)
+        self.background_color = _colour(self.background_color, "background_color")
+        _integer(self, "occupancy_resolution", 4, MAX_GRID_RESOLUTION)
+        _integer(self, "occupancy_update_every", 1)
+
+        _integer(self, "mesh_resolution", 8, MAX_GRID_RESOLUTION)
+        _number(self, "density_threshold", low=0.0, low_open=True)
+        _number(self, "min_component_ratio", low=0.0, high=1.0)
+        _integer(self, "target_faces", 0)
+        if 0 < self.target_faces < 4:
+            raise InputError(f"expected 0 (no decimation) or at least 4, got {self.target_faces}", field="target_faces")
+        _integer(self, "texture_size", 8, MAX_TEXTURE_SIZE)
+
+        _integer(self, "turntable_frames", 1)
+        _integer(self, "turntable_resolution", 8, MAX_RESOLUTION * 2)
+        _number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
+        _choice(self, "turntable_shading", SHADING_MODES)
+
+        if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
+            raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", field="device")
+        _integer(self, "checkpoint_every", 0)
+        for name in ("progress_every", "preview_every"):
+            if getattr(self, name) is not None:
+                _integer(self, name, 1)
+
+    @property
+    def resolved_progress_every(self) -> int:
+        return self.progress_every or max(1, self.steps // DEFAULT_PROGRESS_EVENTS)
+
+    @property
+    def resolved_preview_every(self) -> int:
+        return self.preview_every or max(1, self.steps // DEFAULT_PREVIEWS)
+
+
+# Fields a resumed run may change: none of them alters the optimisation (the mesh and turntable
+# settings only shape what is made from the finished field).
+RESUMABLE_FIELDS = frozenset({
+    "device", "checkpoint_every", "progress_every", "preview_every", "mesh_resolution", "density_threshold",
+    "min_component_ratio", "target_faces", "texture_size", "turntable_frames", "turntable_resolution",
+    "turntable_elevation_deg", "turntable_shading",
+})
+FIELD_NAMES = tuple(f.name for f in fields(Text3DConfig))
+
+
+def check_prompt(prompt) -> str:
+    """The prompt, stripped; InputError when it is missing or empty."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the prompt is empty; describe the object, e.g. 'a ceramic teapot'", field="prompt")
+    return prompt.strip()
+
+
+def _integer(config, name: str, minimum: int | None = None, maximum: int | None = None) -> None:
+    value = getattr(config, name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+        setattr(config, name, value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"expected an integer, got {value!r}", field=name)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise InputError(f"expected an integer {span}, got {value}", field=name)
+
+
+def _number(config, name: str, low=None, high=None, low_open=False) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"expected a number, got {value!r}", field=name)
+    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+        left = "(" if low_open else "["
+        right = f"{high}]" if high is not None else "inf)"
+        raise InputError(f"expected a number in {left}{low}, {right}, got {value}", field=name)
+    setattr(config, name, float(value))
+
+
+def _choice(config, name: str, choices) -> None:
+    if getattr(config, name) not in choices:
+        raise InputError(f"expected one of {', '.join(choices)}, got {getattr(config, name)!r}", field=name)
+
+
+def _boolean(config, name: str) -> None:
+    if not isinstance(getattr(config, name), bool):
+        raise InputError(f"expected true or false, got {getattr(config, name)!r}", field=name)
+
+
+def _range(config, name: str, lowest: float, highest: float, strict: bool = False) -> tuple[float, float]:
+    value = getattr(config, name)
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"expected two numbers (low, high), got {value!r}", field=name) from None
+    inside = (lowest < low and high < highest) if strict else (lowest <= low and high <= highest)
+    if not (math.isfinite(low) and math.isfinite(high) and inside and low <= high):
+        bounds = f"({lowest}, {highest})" if strict else f"[{lowest}, {highest}]"
+        raise InputError(f"expected (low, high) with low <= high, both in {bounds}, got {value!r}", field=name)
+    return low, high
+
+
+def _colour(value, name: str) -> tuple[float, float, float]:
+    try:
+        colour = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field=name) from None
+    if len(colour) != 3 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in colour):
+        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field=name)
+    return colour

@@ -1,0 +1,242 @@
+"""Cost of one text-to-3D optimisation step: time per step and peak memory at 64² and 128² NeRF renders.
+
+Each step is split into its parts (the same :func:`radiantforge.text3d.run.optimisation_step` the
+run uses, timed phase by phase):
+
+  occupancy  refreshing the empty-space grid (every ``occupancy_update_every`` steps, amortised)
+  render     camera sampling + NeRF volume rendering (and finite-difference normals when shaded)
+  guidance   conditioning + SDS forward: resize to the model's size, VAE encode, UNet (CFG: 2 images)
+  backward   loss.backward(): through the VAE encoder (latent SDS) and the NeRF render
+  optimizer  Adam
+
+Guidance models:
+  --model tiny (default)  the tiny random Stable Diffusion of tests/tiny_diffusion.py (native size 16 px):
+                          the NeRF's own cost is measured, but the guidance share is NOT representative.
+  --model sd-architecture Stable Diffusion 1.5's UNet (860 M parameters) and VAE (512 px) built from their
+                          configurations with random weights (compute does not depend on the weight values,
+                          nothing is downloaded): the real per-step cost of SD guidance on this machine.
+
+Each resolution runs in a fresh subprocess so that its peak resident memory (ru_maxrss on the CPU,
+``torch.cuda.max_memory_allocated`` on CUDA) is its own. The field is the fresh density blob (a
+ball of radius ``blob_radius``), kept fixed by learning rates of FROZEN_LEARNING_RATE: Adam does all
+its arithmetic but moves nothing, so every step costs the same. (With the tiny random UNet a
+learning field turns into fog that fills the box within a few dozen steps and the cost per step
+grows several times over; a real run's cost follows the size of its object the same way.)
+
+On a CPU shared with other work, pass ``--threads 1``: OpenMP threads that wait for a descheduled
+sibling at every barrier made single steps 10-40x slower (and the figures meaningless) when two
+other processes kept both cores of the 2-core test machine busy.
+
+    python scripts/bench_text3d.py --threads 1             # tiny model, 64 and 128 px, CPU
+    python scripts/bench_text3d.py --model sd-architecture --steps 2 --warmup 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("occupancy", "render", "guidance", "backward", "optimizer")
+PROMPT = "a ceramic teapot"
+# Adam's step is about the learning rate whatever the gradient: this one changes no float32 weight.
+FROZEN_LEARNING_RATE = 1e-30
+
+
+class PhaseTimer:
+    """Wall time per named phase (CUDA work is synchronised at each boundary so it lands in its own phase)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def _sync(self):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] += time.perf_counter() - start
+
+
+def _sd_architecture_guidance(device):
+    """StableDiffusionGuidance around SD 1.5-shaped networks with random weights (no download)."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from tiny_diffusion import write_tiny_clip_tokenizer_files
+
+    from radiantforge.guidance import StableDiffusionGuidance, default_dtype
+
+    dtype = default_dtype(device)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # diffusers' defaults are SD 1.x's UNet
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        sample_size=512, scaling_factor=0.18215)
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = CLIPTokenizer.from_pretrained(write_tiny_clip_tokenizer_files(Path(folder)), model_max_length=77)
+    # The text encoder runs once per prompt; one layer of CLIP-L's width gives embeddings of the right shape.
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072,
+                                                num_hidden_layers=1, num_attention_heads=12, max_position_embeddings=77))
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    unet.to(device=device, dtype=dtype)
+    vae.to(device=device, dtype=dtype)
+    text_encoder.to(device=device, dtype=dtype)
+    return StableDiffusionGuidance(unet, vae, text_encoder, tokenizer, scheduler, device, dtype)
+
+
+def _tiny_guidance(device, folder: Path):
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from tiny_diffusion import build_tiny_stable_diffusion
+
+    from radiantforge.guidance import load_stable_diffusion
+
+    build_tiny_stable_diffusion(folder / "tiny_sd")
+    return load_stable_diffusion(folder / "tiny_sd", device=device)
+
+
+def _rss_mib() -> float:
+    """This process's current resident memory in MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def measure_one(resolution: int, model: str, steps: int, warmup: int, device_name: str, threads: int | None,
+                settings: dict | None = None) -> dict:
+    """Run ``warmup`` + ``steps`` optimisation steps at ``resolution`` and return the figures."""
+    import torch
+
+    from radiantforge.devices import resolve_device
+    from radiantforge.text3d import Text3DConfig
+    from radiantforge.text3d.run import _fresh_state, make_guidance, optimisation_step, step_plan
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(device_name)
+    with tempfile.TemporaryDirectory() as scratch:
+        guidance = _sd_architecture_guidance(device) if model == "sd-architecture" else \
+            _tiny_guidance(device, Path(scratch))
+        # The default schedule over a run as long as the benchmark: the normal-shading warm-up and the mix after it.
+        settings = {"learning_rate": FROZEN_LEARNING_RATE, "network_learning_rate": FROZEN_LEARNING_RATE,
+                    **(settings or {})}
+        config = Text3DConfig(prompt=PROMPT, resolution=resolution, steps=warmup + steps, device=device_name,
+                              **settings)
+        model_used, conditioner, name = make_guidance(guidance, config, device)
+        state = _fresh_state(config, device)
+        plan = step_plan(config)
+        for _ in range(warmup):
+            optimisation_step(config, state, model_used, conditioner, device, plan)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        rss_before = _rss_mib()
+        timer = PhaseTimer(device)
+        shadings = defaultdict(int)
+        started = time.perf_counter()
+        for _ in range(steps):
+            outcome = optimisation_step(config, state, model_used, conditioner, device, plan, timer=timer)
+            shadings[outcome.shading] += 1
+        total = time.perf_counter() - started
+    figures = {
+        "resolution": resolution, "model": model, "guidance": name, "device": str(device),
+        "threads": torch.get_num_threads(), "steps": steps, "seconds_per_step": total / steps,
+        "phase_seconds_per_step": {phase: timer.seconds.get(phase, 0.0) / steps for phase in PHASES},
+        "shadings": dict(shadings), "guidance_resolution": model_used.native_resolution,
+        "rss_before_steps_mib": rss_before, "settings": settings or {},
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+    }
+    if device.type == "cuda":
+        figures["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return figures
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| render | s/step | occupancy | render | guidance | backward | optimizer | peak memory | shadings |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        per = row["phase_seconds_per_step"]
+        total = row["seconds_per_step"]
+        shares = [f"{per[p] * 1000:.0f} ms ({100 * per[p] / total:.0f}%)" for p in PHASES]
+        if "peak_cuda_mib" in row:
+            memory = f"{row['peak_cuda_mib']:.0f} MiB CUDA"
+        else:
+            memory = f"{row['peak_rss_mib']:.0f} MiB RSS (+{row['peak_rss_mib'] - row['rss_before_steps_mib']:.0f})"
+        shadings = ", ".join(f"{k} {v}" for k, v in sorted(row["shadings"].items()))
+        lines.append(f"| {row['resolution']}² | {total:.3f} | " + " | ".join(shares) + f" | {memory} | {shadings} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--model", choices=("tiny", "sd-architecture"), default="tiny")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per resolution (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--set", action="append", dest="settings", default=[], metavar="NAME=VALUE",
+                        help="a Text3DConfig setting (JSON value), e.g. --set normal_difference='\"forward\"'")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one resolution, print JSON
+    args = parser.parse_args(argv)
+
+    if args.one is not None:
+        settings = {name: json.loads(value) for name, _, value in (item.partition("=") for item in args.settings)}
+        print(json.dumps(measure_one(args.one, args.model, args.steps, args.warmup, args.device, args.threads, settings)))
+        return 0
+
+    rows = []
+    for resolution in args.resolutions:
+        command = [sys.executable, __file__, "--one", str(resolution), "--model", args.model, "--steps",
+                   str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        for item in args.settings:
+            command += ["--set", item]
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0:
+            sys.stderr.write(completed.stderr[-4000:])
+            return completed.returncode
+        rows.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+        print(f"measured {resolution}²: {rows[-1]['seconds_per_step']:.3f} s/step", file=sys.stderr)
+    first = rows[0]
+    print(f"text-to-3D step cost, guidance {args.model} ({first['guidance']}, native {first['guidance_resolution']} px), "
+          f"device {first['device']}, {first['threads']} threads, {args.steps} steps after {args.warmup} warm-up, "
+          f"the initial density blob kept fixed, default settings (64 samples per ray, batch 1)"
+          + (f" except {', '.join(args.settings)}" if args.settings else ""))
+    print(_table(rows))
+    if args.model == "tiny":
+        print("note: the tiny model's UNet and VAE are a few thousand parameters at 16 px; Stable Diffusion's "
+              "UNet (860 M parameters, 2 passes for CFG at 64x64 latents) and its VAE encoder at 512 px, forward "
+              "and backward, are not represented: run with --model sd-architecture to measure them")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
