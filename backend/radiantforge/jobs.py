@@ -65,6 +65,10 @@ JOB_PARAM_TYPES: dict[str, Callable[[], type]] = {"gaussians": _gaussian_config_
                                                    "text3d": _text3d_config_type}
 
 
+# Job kinds that read inputs from data/ (text-to-3D needs only its prompt).
+KINDS_WITH_INPUTS = ("gaussians", "texture")
+
+
 def write_job(job_dir: str | Path, kind: str, params: dict[str, Any] | None = None) -> Path:
     """Create ``job_dir/job.json`` (the data folder is the caller's to fill). Refuses to overwrite."""
     job_dir = Path(job_dir)
@@ -125,7 +129,7 @@ def validate_job(job_dir: str | Path) -> JobSpec:
     job_dir = Path(job_dir)
     spec = read_job_spec(job_dir)
     data_dir = job_dir / DATA_DIR
-    if not data_dir.is_dir():
+    if spec.kind in KINDS_WITH_INPUTS and not data_dir.is_dir():
         raise InputError("missing data folder", file=data_dir)
     if spec.kind == "gaussians":
         from .data.transforms import load_nerf_dataset
