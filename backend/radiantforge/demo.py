@@ -53,5 +53,7 @@ def run_demo(out: str | Path = "demo_output", *, views: int = 48, resolution: in
     print(f"\nDemo finished. Results in {result_dir}:", file=sys.stderr)
     for entry in outcome["result"].get("files", []):
         print(f"  {entry.get('role', ''):>14}  {entry.get('path', '')}", file=sys.stderr)
-    print(json.dumps(metrics, indent=2))
+    summary = {key: metrics.get(key) for key in ("psnr", "ssim", "lpips", "lpips_status", "split", "n_views",
+                                                  "iters", "n_gaussians", "train_seconds", "init_source")}
+    print(json.dumps(summary, indent=2))
     return outcome
