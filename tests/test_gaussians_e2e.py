@@ -7,7 +7,6 @@ import sys
 
 import imageio.v3 as iio
 import pytest
-import torch
 
 from radiantforge.data.transforms import load_nerf_dataset
 from radiantforge.events import read_events
@@ -87,6 +86,20 @@ def test_cli_render_and_eval_on_the_trained_ply(finished_job, tmp_path):
     metrics = json.loads(evaluation.stdout)
     trained = json.loads((job / "result" / "metrics.json").read_text())
     assert abs(metrics["psnr"] - trained["psnr"]) < 1e-3
+
+
+def test_cli_trains_with_the_rasterizer_asked_for(tiny_blender_dataset, tmp_path):
+    out = tmp_path / "out"
+    trained = subprocess.run([sys.executable, "-m", "radiantforge", "train-gaussians", str(tiny_blender_dataset),
+                              "--out", str(out), "--iters", "20", "--sh-degree", "0", "--rasterizer", "torch"],
+                             capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["config"]["rasterize_backend"] == "torch" and result["iters"] == 20
+    unknown = subprocess.run([sys.executable, "-m", "radiantforge", "train-gaussians", str(tiny_blender_dataset),
+                              "--out", str(tmp_path / "other"), "--rasterizer", "vulkan"],
+                             capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "--rasterizer" in unknown.stderr and "native" in unknown.stderr
 
 
 def test_cli_errors_name_the_problem(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from radiantforge.cameras import look_at_c2w_gl, c2w_gl_to_w2c_cv, intrinsics_matrix
+from radiantforge.gaussians import native
 from radiantforge.gaussians import rasterize as rasterize_module
 from radiantforge.gaussians.projection import project_gaussians
 from radiantforge.gaussians.rasterize import rasterize
@@ -142,11 +143,12 @@ def test_no_gaussians_and_one_gaussian():
     compare(one, viewmats, Ks, width, height, background=background)
 
 
-def test_means2d_gradient_is_exposed_for_densification():
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_means2d_gradient_is_exposed_for_densification(backend):
     width, height = 32, 24
     viewmats, Ks = make_cameras(2, width, height)
     means, quats, scales, opacities, colors = (t.requires_grad_(True) for t in make_scene(seed=8, n=50))
-    out, alphas, _, info = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height)
+    out, alphas, _, info = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backend=backend)
     means2d = info["means2d"]
     means2d.retain_grad()
     (out.sum() + alphas.sum()).backward()
@@ -190,7 +192,10 @@ def test_backend_choice():
     viewmats, Ks = make_cameras(1, width, height)
     scene = make_scene(seed=2, n=20)
     *_, info = rasterize(*scene, viewmats, Ks, width, height, backend="auto")
-    assert info["backend"] == ("gsplat" if torch.cuda.is_available() and scene[0].is_cuda else "torch")
+    native_runs = native.unavailable_reason() is None
+    assert info["backend"] == ("native" if native_runs else "torch")  # CPU tensors
+    *_, info = rasterize(*scene, viewmats, Ks, width, height, backend="torch")
+    assert info["backend"] == "torch"
     if not scene[0].is_cuda:
         from radiantforge.gaussians.gsplat_bridge import GsplatUnavailable
 
@@ -216,15 +221,16 @@ def test_tile_size_does_not_change_the_result(monkeypatch):
     width, height = 30, 22
     viewmats, Ks = make_cameras(2, width, height)
     scene = make_scene(seed=4, n=120)
-    base = rasterize(*scene, viewmats, Ks, width, height)[0]
+    base = rasterize(*scene, viewmats, Ks, width, height, backend="torch")[0]
     monkeypatch.setattr(rasterize_module, "TILE_W", 8)
     monkeypatch.setattr(rasterize_module, "TILE_H", 2)
     monkeypatch.setattr(rasterize_module, "DEPTH_BLOCK", 5)
-    other = rasterize(*scene, viewmats, Ks, width, height)[0]
+    other = rasterize(*scene, viewmats, Ks, width, height, backend="torch")[0]
     torch.testing.assert_close(other, base, atol=2e-6, rtol=0)
 
 
-def test_float64_matches_reference_to_rounding():
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_float64_matches_reference_to_rounding(backend):
     """In float64 the fast path and the reference must agree to rounding, depth gradients included:
     any tolerance above is float32 noise, not an approximation in the algorithm."""
     width, height = 37, 29
@@ -233,7 +239,9 @@ def test_float64_matches_reference_to_rounding():
     params = [t.double().requires_grad_(True) for t in scene]
     ref_params = [t.double().requires_grad_(True) for t in scene]
     background = torch.tensor([0.3, 0.6, 0.1], dtype=torch.float64)
-    outputs = rasterize(*params, viewmats.double(), Ks.double(), width, height, sh_degree=3, background=background)
+    outputs = rasterize(
+        *params, viewmats.double(), Ks.double(), width, height, sh_degree=3, background=background, backend=backend
+    )
     ref_outputs = reference_rasterize(*ref_params, viewmats, Ks, width, height, sh_degree=3, background=background)
     g = torch.Generator().manual_seed(0)
     weights = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in ref_outputs]
@@ -309,7 +317,7 @@ def test_recomputed_backward_equals_saved_backward(monkeypatch):
 
     def grads():
         params = [t.clone().requires_grad_(True) for t in scene]
-        colors, alphas, depths, _ = rasterize(*params, viewmats, Ks, width, height, sh_degree=1)
+        colors, alphas, depths, _ = rasterize(*params, viewmats, Ks, width, height, sh_degree=1, backend="torch")
         (colors.square().sum() + alphas.sum() + (depths * alphas.detach()).sum()).backward()
         return [p.grad for p in params]
 

@@ -267,6 +267,27 @@ def test_stop_checkpoints_and_resume_is_bit_exact(dataset, tmp_path):
     assert resumed.metrics["psnr"] == straight.metrics["psnr"]
 
 
+def test_resume_tolerates_a_half_written_preview_of_a_killed_run(dataset, tmp_path):
+    """A run killed while writing its live preview leaves a temporary preview beside the real one;
+    resuming into that folder must work and clean it up, while a user's own file still refuses it."""
+    options = {**FAST_OPTIONS, "test_renders": False, "progress_every": 5}
+    out_dir, checkpoints = tmp_path / "result", tmp_path / "checkpoints"
+    with pytest.raises(JobCancelled):
+        train_gaussians(dataset, out_dir, iters=20, checkpoint_dir=checkpoints, preview_dir=out_dir,
+                        should_stop=lambda: len(list(out_dir.glob("preview.png"))) > 0, **options)
+    assert (out_dir / "preview.png").is_file()
+    (out_dir / ".preview.png.12345.tmp.png").write_bytes(b"half a png")
+    (out_dir / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        train_gaussians(dataset, out_dir, iters=20, checkpoint_dir=checkpoints, resume=True, **options)
+    assert (out_dir / "notes.txt").read_text() == "mine"
+    (out_dir / "notes.txt").unlink()
+    result = train_gaussians(dataset, out_dir, iters=20, checkpoint_dir=checkpoints, resume=True,
+                             preview_dir=out_dir, **options)
+    assert (result.out_dir / "result.json").is_file() and (result.out_dir / "preview.png").is_file()
+    assert not list(result.out_dir.glob(".preview.png.*"))
+
+
 def test_resume_without_a_checkpoint_names_the_file(dataset, tmp_path):
     with pytest.raises(InputError, match="no checkpoint") as caught:
         train_gaussians(dataset, tmp_path / "out", checkpoint_dir=tmp_path / "ck", resume=True, **FAST_OPTIONS)

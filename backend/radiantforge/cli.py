@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from . import __version__
-from .devices import DEVICE_CHOICES
+from .devices import DEVICE_CHOICES, RASTERIZE_BACKENDS
 from .errors import InputError, JobCancelled, RadiantForgeError
 
 
@@ -52,10 +52,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="R,G,B in [0,1]: compositing colour for RGBA inputs and render background (default 1,1,1)")
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to train (default auto)")
+    parser.add_argument("--rasterizer", choices=RASTERIZE_BACKENDS, dest="rasterize_backend",
+                        help="Gaussian rasterizer: auto (native Numba kernels on the CPU, gsplat on CUDA, PyTorch on "
+                             "Apple GPUs), native, torch (pure PyTorch) or gsplat (default auto)")
 
 
 def _train_overrides(args) -> dict:
-    names = ("iters", "sh_degree", "max_gaussians", "downscale", "background", "seed", "device")
+    names = ("iters", "sh_degree", "max_gaussians", "downscale", "background", "seed", "device", "rasterize_backend")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

@@ -7,6 +7,9 @@ import torch
 from .errors import InputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# Gaussian rasterizer implementations (radiantforge.gaussians.rasterize): "auto" picks native on
+# the CPU, gsplat on CUDA and the pure-PyTorch one on Apple GPUs.
+RASTERIZE_BACKENDS = ("auto", "native", "torch", "gsplat")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -40,6 +40,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from radiantforge.devices import RASTERIZE_BACKENDS
 from radiantforge.gaussians.projection import ALPHA_THRESHOLD, opacity_cutoff, project_gaussians
 from radiantforge.gaussians.sh import MAX_SH_DEGREE, sh_to_color
 
@@ -57,7 +58,7 @@ SAVED_FRAGMENT_BYTES = 256 << 20
 BINNING_SLACK = 1e-3
 _INVALID_EXPONENT = 1e6  # exponent of padding fragments: exp(-1e6) == 0
 
-BACKENDS = ("auto", "torch", "gsplat")
+BACKENDS = RASTERIZE_BACKENDS
 
 
 class TileBins(NamedTuple):
@@ -354,25 +355,6 @@ class _CompositeTiles(torch.autograd.Function):
             grad_table.index_add_(0, gauss, rows_grad)
         return grad_table, None, None, None, None
 
-        # Chain rule from the rows' exponent coefficients to the table, for all rows at once.
-        blocks = ctx.blocks[::-1]
-        gauss = torch.cat([rows.gauss for *_, rows in blocks])
-        params = table.index_select(0, gauss)
-        mxr, myr, lin_x, lin_y = _row_offsets(
-            params, bins, torch.cat([tiles.repeat_interleave(size) for tiles, size, *_ in blocks]), 1
-        )
-        g = torch.cat(coef_grads)
-        # coef = [-a/2, -b, -c/2, lin_x, lin_y, ln o - (lin_x mxr + lin_y myr)/2], lin = Q (mxr, myr).
-        ca, cb, cc = params[:, 2], params[:, 3], params[:, 4]
-        g_ca = -0.5 * g[:, 0] + mxr * g[:, 3] - 0.5 * mxr * mxr * g[:, 5]
-        g_cb = -g[:, 1] + myr * g[:, 3] + mxr * g[:, 4] - mxr * myr * g[:, 5]
-        g_cc = -0.5 * g[:, 2] + myr * g[:, 4] - 0.5 * myr * myr * g[:, 5]
-        g_mx = ca * g[:, 3] + cb * g[:, 4] - lin_x * g[:, 5]
-        g_my = cb * g[:, 3] + cc * g[:, 4] - lin_y * g[:, 5]
-        rows_grad = torch.cat([torch.stack([g_mx, g_my, g_ca, g_cb, g_cc, g[:, 5]], dim=-1), torch.cat(feature_grads)], dim=-1)
-        grad_table.index_add_(0, gauss, rows_grad)
-        return grad_table, None, None, None, None
-
 
 def _empty_outputs(C, N, width, height, n_feat, background, device, dtype, means):
     colors = torch.zeros(C, height, width, n_feat, device=device, dtype=dtype)
@@ -443,13 +425,16 @@ def rasterize(
     0 where alpha is 0) and ``info`` with "means2d" (C, N, 2, in the autograd graph: call
     ``retain_grad()`` on it before backward for the view-space positional gradient), "radii"
     (C, N, 2) int32 (0 = culled), "depths" (C, N), "width", "height", "n_cameras", "backend"
-    ("torch" or "gsplat"); the torch path adds "stats" (visible (camera, Gaussian) pairs,
-    (Gaussian, tile) entries, fragments evaluated).
+    ("torch", "native" or "gsplat"); the torch and native paths add "stats" (visible (camera,
+    Gaussian) pairs, (Gaussian, tile) entries, fragments evaluated).
 
     backend: "auto" uses gsplat's CUDA rasterizer for CUDA tensors when it can run (warning once
-    and falling back to torch when its kernels fail to compile), else the pure-torch path;
-    "torch" forces the pure-torch path; "gsplat" requires gsplat (GsplatUnavailable otherwise).
-    Bad shapes raise ValueError naming the argument.
+    and falling back to torch when its kernels fail to compile), the native CPU rasterizer
+    (``radiantforge.gaussians.native``, Numba) for CPU tensors (warning once and falling back to
+    torch when Numba is missing or fails; float16 inputs or camera gradients also use torch), and
+    the pure-torch path otherwise (MPS); "torch" forces the pure-torch path; "gsplat" requires
+    gsplat (GsplatUnavailable otherwise); "native" requires the native path (NativeUnavailable, or
+    ValueError for inputs it does not take). Bad shapes raise ValueError naming the argument.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -470,6 +455,16 @@ def rasterize(
             )  # fmt: skip
             if result is not None:
                 return result
+    if backend == "native" or (backend == "auto" and means.device.type == "cpu"):
+        from radiantforge.gaussians import native
+
+        result = native.rasterize_native(
+            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+            sh_degree=sh_degree, background=background, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+            required=backend == "native",
+        )  # fmt: skip
+        if result is not None:
+            return result
     return _rasterize_torch(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         sh_degree=sh_degree, background=background, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,

@@ -36,10 +36,11 @@ from typing import Any, Callable
 import torch
 
 from .. import media
-from ..devices import DEVICE_CHOICES, resolve_device
+from ..devices import DEVICE_CHOICES, RASTERIZE_BACKENDS, resolve_device
 from ..errors import InputError, JobCancelled
 from ..events import EventLog
 from ..metrics import MetricUnavailable, finite_or_none, load_lpips, lpips_distance, lpips_weights_path, psnr, ssim
+from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, holds_only_preview, write_preview
 from . import model
 from .splats import GaussianSplats
 from .strategy import make_strategy
@@ -48,9 +49,7 @@ CHECKPOINT_FILE = "gaussians_checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 PLY_FILE = "point_cloud.ply"
 METRICS_FILE = "metrics.json"
-RESULT_FILE = "result.json"
 TEST_RENDERS_DIR = "test_renders"
-PREVIEW_FILE = "preview.png"
 RESULT_KIND = "gaussians"
 
 STRATEGIES = ("default", "mcmc")
@@ -62,7 +61,6 @@ STRATEGY_DEFAULTS = {
     "mcmc": {"init_opacity": 0.5, "init_scale": 0.1, "opacity_reg": 0.01, "scale_reg": 0.01},
 }
 LPIPS_NETS = ("alex", "vgg")
-RASTERIZE_BACKENDS = ("auto", "torch", "native", "gsplat")  # see radiantforge.gaussians.rasterize
 # Progress events per run when ``progress_every`` is left to choose itself.
 DEFAULT_PROGRESS_EVENTS = 100
 # Config fields a resumed run may change: none of them alters the optimisation.
@@ -368,7 +366,8 @@ def _render(params, viewmats, Ks, width: int, height: int, sh_degree: int, backg
         torch.nn.functional.normalize(params["quats"], dim=-1),
         torch.exp(params["scales"]),
         torch.sigmoid(params["opacities"]),
-        torch.cat([params["sh0"], params["shN"]], dim=1),
+        # Only the active bands: the rest get no gradient either way, and SH work scales with the count.
+        torch.cat([params["sh0"], params["shN"][:, : (sh_degree + 1) ** 2 - 1]], dim=1),
         viewmats,
         Ks,
         width,
@@ -419,7 +418,7 @@ def train_gaussians(
     config = _resolve_config(config, overrides)
     events = events if events is not None else EventLog(None)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     device = resolve_device(config.device)
     dataset = _load_dataset(data, config)
@@ -456,24 +455,6 @@ def _resolve_config(config: GaussianTrainConfig | None, overrides: dict) -> Gaus
         if name not in known:
             raise InputError(f"unknown training option; known: {', '.join(sorted(known))}", field=name)
     return dataclasses.replace(config, **overrides) if overrides else config
-
-
-def _holds_only_preview(out_dir: Path) -> bool:
-    """A result folder that holds nothing but the live preview of a run still going (or resumed)."""
-    return out_dir.is_dir() and all(p.name == PREVIEW_FILE for p in out_dir.iterdir())
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("exists and is not a folder; choose another output folder", file=out_dir)
-    if out_dir.is_dir() and not _holds_only_preview(out_dir):
-        if (out_dir / RESULT_FILE).is_file():
-            if not overwrite:
-                raise InputError("holds a finished result (result.json); choose another output folder, remove it, "
-                                 "or pass overwrite=True", file=out_dir)
-        else:
-            raise InputError("is not empty and holds no earlier result; choose an empty or new output folder",
-                             file=out_dir)
 
 
 def _load_dataset(data, config: GaussianTrainConfig):
@@ -588,10 +569,7 @@ def _optimise(dataset, config: GaussianTrainConfig, state: _TrainState, device: 
                 fields.update({"test_psnr": summary["psnr"], "test_ssim": summary["ssim"]})
             events.emit("progress", **fields)
             if preview_dir is not None and (done % preview_every == 0 or done == config.iters):
-                path = preview_dir / PREVIEW_FILE
-                temporary = path.with_name(f".{PREVIEW_FILE}.{os.getpid()}.tmp.png")
-                media.write_png(temporary, rgb_preview)
-                os.replace(temporary, path)
+                path = write_preview(preview_dir, rgb_preview)
                 events.emit("preview", step=done, path=str(path))
 
     save_checkpoint(checkpoint_path(checkpoint_dir), state, config, device)
@@ -737,9 +715,11 @@ def _move_into_place(partial: Path, out_dir: Path, replace_finished: bool) -> No
     a finished one only with ``replace_finished``, and only once the new one is complete)."""
     old = None
     if out_dir.exists():
-        if _holds_only_preview(out_dir):  # the live preview becomes part of the finished result
+        if holds_only_preview(out_dir):  # the live preview becomes part of the finished result
             if (out_dir / PREVIEW_FILE).exists():
                 os.replace(out_dir / PREVIEW_FILE, partial / PREVIEW_FILE)
+            for leftover in out_dir.iterdir():  # temporary previews of a killed run
+                leftover.unlink()
             out_dir.rmdir()
         elif replace_finished and (out_dir / RESULT_FILE).is_file():
             old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"

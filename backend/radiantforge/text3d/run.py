@@ -49,6 +49,7 @@ from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_
                         sample_cameras, sds_loss)
 from ..mesh import TriangleMesh
 from ..metrics import psnr
+from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, replace_with, write_preview
 from ..nerf import (FieldConfig, MeshExtractionConfig, NerfField, OccupancyGrid, RenderConfig, ShadingSchedule,
                     export_textured_mesh, extract_textured_mesh, render, sample_point_lights)
 from .conditioning import MeshTarget, OracleConditioner, PromptConditioner, StepViews, Text3DOracle
@@ -59,9 +60,7 @@ RESULT_KIND = "text3d"
 CHECKPOINT_FILE = "text3d_checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 MESH_NAME = "mesh"  # mesh.glb, mesh.obj, mesh.mtl, mesh.png
-PREVIEW_FILE = "preview.png"
 METRICS_FILE = "metrics.json"
-RESULT_FILE = "result.json"
 TURNTABLE_NAME = "turntable"
 DEPTH_TURNTABLE_NAME = "turntable_depth"
 # Adam as NeRF-based text-to-3D code runs it: a faster second-moment decay (SDS gradients swing
@@ -331,15 +330,6 @@ def _preview_image(state: _State, config: Text3DConfig, device: torch.device) ->
     return torch.cat([albedo[0], shaded[0]], dim=1)
 
 
-def _write_preview(folder: Path, image: Tensor) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / PREVIEW_FILE
-    temporary = folder / f".{PREVIEW_FILE}.{os.getpid()}.tmp.png"
-    media.write_png(temporary, image)
-    os.replace(temporary, path)
-    return path
-
-
 @dataclass
 class StepPlan:
     """What every optimisation step of a run shares (built once by :func:`step_plan`)."""
@@ -447,7 +437,7 @@ def _optimise(config: Text3DConfig, state: _State, model, conditioner, device: t
             events.emit("progress", total=config.steps, eta=round((config.steps - done) / rate, 1) if rate > 0 else None,
                         **entry)
         if done % preview_every == 0 or done == config.steps:
-            path = _write_preview(preview_dir, _preview_image(state, config, device))
+            path = write_preview(preview_dir, _preview_image(state, config, device))
             events.emit("preview", step=done, path=str(path))
 
 
@@ -511,32 +501,6 @@ def held_out_metrics(state: _State, config: Text3DConfig, target, device: torch.
     return metrics
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("exists and is not a folder; choose another output folder", file=out_dir)
-    if not out_dir.is_dir():
-        return
-    entries = {p.name for p in out_dir.iterdir()}
-    if RESULT_FILE in entries:
-        if not overwrite:
-            raise InputError("holds a finished result (result.json); choose another output folder, remove it, or "
-                             "pass overwrite=True", file=out_dir)
-    elif entries - {PREVIEW_FILE}:  # a preview alone is what an unfinished run leaves
-        raise InputError("is not empty and holds no earlier result; choose an empty or new output folder", file=out_dir)
-
-
-def _move_into_place(partial: Path, out_dir: Path) -> None:
-    """Rename the complete ``partial`` folder to ``out_dir``, replacing an unfinished run's preview or
-    (when the caller allowed it) a finished result, only now that the new one is complete."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
-        os.replace(out_dir, old)
-    os.replace(partial, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
@@ -594,7 +558,7 @@ def _write_result(config: Text3DConfig, state: _State, out_dir: Path, device: to
             "config": dataclasses.asdict(config),
         }
         _write_json(partial / RESULT_FILE, result)
-        _move_into_place(partial, out_dir)
+        replace_with(partial, out_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     roles = {"mesh": out_dir / mesh_files["glb"].name, "mesh_obj": out_dir / mesh_files["obj"].name,
@@ -636,7 +600,7 @@ def generate_3d(
     config = resolve_config(config, prompt, overrides)
     events = events if events is not None else EventLog(None)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     device = resolve_device(config.device)
     payload = _read_checkpoint(checkpoint_path(checkpoint_dir)) if resume else None

@@ -43,6 +43,7 @@ from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_
                         sample_cameras, sds_loss, spherical_to_direction)
 from ..mesh import DirectionalLight, TriangleMesh, rasterize_mesh, render_textured_mesh
 from ..metrics import psnr
+from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, replace_with, write_preview
 from .conditioning import OracleConditioner, PromptConditioner, TextureOracle
 from .config import RESUMABLE_FIELDS, TextureConfig, check_prompt
 from .fields import CoordinateMLPTexture, UVImageTexture, bake_to_uv_image, fill_uncovered_texels, render_texture_field
@@ -55,9 +56,7 @@ TEXTURE_FILE = "texture.png"
 OBJ_FILE = "textured_mesh.obj"
 MTL_FILE = "textured_mesh.mtl"
 GLB_FILE = "textured_mesh.glb"
-PREVIEW_FILE = "preview.png"
 METRICS_FILE = "metrics.json"
-RESULT_FILE = "result.json"
 TURNTABLE_NAME = "turntable"
 # Adam's moment decay: the usual second-moment decay of 0.999 reacts too slowly to SDS's
 # gradients, whose size swings with the random timestep; 0.99 is what SDS texturing code uses.
@@ -283,15 +282,6 @@ def _load_state(payload: dict, config: TextureConfig, prepared: PreparedMesh, de
 # ------------------------------------------------------------------------------------- the loop
 
 
-def _write_preview(out_dir: Path, image: Tensor) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / PREVIEW_FILE
-    temporary = path.with_name(f".{PREVIEW_FILE}.{os.getpid()}.tmp.png")
-    media.write_png(temporary, image)
-    os.replace(temporary, path)
-    return path
-
-
 def _optimise(config: TextureConfig, state: _State, prepared: PreparedMesh, mesh: TriangleMesh, model: GuidanceModel,
               conditioner, device: torch.device, checkpoint_dir: Path, out_dir: Path, events: EventLog,
               should_stop: Callable[[], bool] | None) -> None:
@@ -351,7 +341,7 @@ def _optimise(config: TextureConfig, state: _State, prepared: PreparedMesh, mesh
         if done % preview_every == 0 or done == config.steps:
             with torch.no_grad():
                 preview, _ = render_texture_field(mesh, state.field, preview_camera, preview_vbuf, background=background)
-            events.emit("preview", step=done, path=str(_write_preview(out_dir, preview[0].clamp(0, 1))))
+            events.emit("preview", step=done, path=str(write_preview(out_dir, preview[0].clamp(0, 1))))
 
 
 # ------------------------------------------------------------------------------------ the result
@@ -366,33 +356,6 @@ def final_texture(config: TextureConfig, state: _State, mesh: TriangleMesh) -> t
         else:
             texture, covered = bake_to_uv_image(mesh, state.field, config.texture_size)
     return texture.float().cpu(), float(covered.float().mean())
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("exists and is not a folder; choose another output folder", file=out_dir)
-    if not out_dir.is_dir():
-        return
-    entries = {p.name for p in out_dir.iterdir()}
-    if RESULT_FILE in entries:
-        if not overwrite:
-            raise InputError("holds a finished result (result.json); choose another output folder, remove it, or "
-                             "pass overwrite=True", file=out_dir)
-    elif any(name != PREVIEW_FILE and not name.startswith(f".{PREVIEW_FILE}.") for name in entries):
-        # (a preview, or a half-written one, is all an unfinished or killed run leaves here)
-        raise InputError("is not empty and holds no earlier result; choose an empty or new output folder", file=out_dir)
-
-
-def _move_into_place(partial: Path, out_dir: Path) -> None:
-    """Rename the complete ``partial`` folder to ``out_dir``, replacing an unfinished run's preview or
-    (when allowed by the caller's earlier check) a finished result, only now that the new one is complete."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
-        os.replace(out_dir, old)
-    os.replace(partial, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -473,7 +436,7 @@ def _write_result(config: TextureConfig, state: _State, prepared: PreparedMesh, 
             "config": dataclasses.asdict(config),
         }
         _write_json(partial / RESULT_FILE, result)
-        _move_into_place(partial, out_dir)
+        replace_with(partial, out_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if prepared.uv_source == "xatlas":
@@ -517,7 +480,7 @@ def texture_mesh(
     config = resolve_config(config, prompt, overrides)
     events = events if events is not None else EventLog(None)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     device = resolve_device(config.device)
     payload = _read_checkpoint(checkpoint_path(checkpoint_dir)) if resume else None
