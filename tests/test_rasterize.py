@@ -158,7 +158,7 @@ def test_means2d_gradient_is_exposed_for_densification(backend):
     assert torch.all(means2d.grad[~visible] == 0)
     assert (means2d.grad[visible].abs().sum(-1) > 0).float().mean() > 0.5
     assert info["width"] == width and info["height"] == height and info["n_cameras"] == 2
-    assert info["depths"].shape == (2, 50)
+    assert info["depths"].shape == (2, 50) and info["stats"]["visible"] == int(visible.sum())
 
 
 def test_sh_matches_gsplat_torch_implementation():

@@ -193,22 +193,6 @@ def test_same_inputs_give_identical_results_and_threads_agree():
     assert_grads_close(single[1], first[1], rtol=1e-6)
 
 
-def test_means2d_gradient_and_info_for_densification():
-    width, height = 32, 24
-    viewmats, Ks = make_cameras(2, width, height)
-    means, quats, scales, opacities, colors = (t.requires_grad_(True) for t in make_scene(seed=8, n=50))
-    out, alphas, _, info = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backend="native")
-    means2d = info["means2d"]
-    means2d.retain_grad()
-    (out.sum() + alphas.sum()).backward()
-    visible = (info["radii"] > 0).all(-1)
-    assert visible.any() and (~visible).any()
-    assert torch.all(means2d.grad[~visible] == 0)
-    assert (means2d.grad[visible].abs().sum(-1) > 0).float().mean() > 0.5
-    assert info["width"] == width and info["height"] == height and info["n_cameras"] == 2
-    assert info["depths"].shape == (2, 50) and info["stats"]["visible"] == int(visible.sum())
-
-
 @pytest.mark.skipif(not (SPLATS / "donut-sh0.ply").exists(), reason="shared splat assets not present")
 def test_real_donut_patch_matches_torch_path():
     """A dense, opaque patch of the real donut (Mip-Splatting output): deep tiles, early termination."""

@@ -11,8 +11,11 @@ Stages (rasterizer.py chains them in two autograd Functions):
 3. composite_forward / composite_backward: tiles dealt to workers (one per thread); each tile is
    composited Gaussian by Gaussian over the 4 x 4 pixel blocks the Gaussian's ellipse reaches,
    each block one SIMD loop; pixels stop when their transmittance runs out and a tile stops when
-   all its pixels have. The backward walks each tile's list back to front (gsplat's maths) and
-   adds each Gaussian's gradient into its worker's buffer; the buffers are summed at the end.
+   all its pixels have. The forward pass records, per entry it reaches, the 16-bit mask of the
+   blocks the ellipse covers. The backward walks each tile's list back to front (gsplat's maths),
+   over those masks' blocks without recomputing them (an entry whose blocks all lie beyond their
+   pixels' last fragment is skipped at once), and adds each Gaussian's gradient into its worker's
+   buffer; the buffers are summed at the end.
 
 Determinism: tiles are dealt by a fixed longest-job-first rule on a cost estimate and the
 per-worker buffers are summed in worker order, so the same inputs and thread count give
@@ -65,6 +68,7 @@ BLOCKS_PER_SIDE = TILE_SIZE // BLOCK_SIZE
 BLOCK_PIXELS = BLOCK_SIZE * BLOCK_SIZE
 TILE_BLOCKS = BLOCKS_PER_SIDE * BLOCKS_PER_SIDE
 TILE_PIXELS = TILE_SIZE * TILE_SIZE
+BAND_BITS = (1 << BLOCKS_PER_SIDE) - 1  # one band (row of blocks) of a tile's block mask
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -835,14 +839,33 @@ def _band_block_columns(table, v, by, x0, y0, x1, y1):
     return (col_first - x0) // BLOCK_SIZE, (col_last - x0) // BLOCK_SIZE
 
 
+@njit(**_OPTIONS)
+def _entry_block_mask(table, v, x0, y0, x1, y1):
+    """Bit by * BLOCKS_PER_SIDE + bx set for each block of tile [x0, x1) x [y0, y1) row v's ellipse reaches.
+
+    Computed by the forward pass for the entries it reaches (entries behind a finished tile never
+    are, nor does the backward pass need them) and kept for the backward pass.
+    """
+    by_first, by_last, bx_first, bx_last, exact = _entry_blocks(table, v, x0, y0, x1, y1)
+    mask = 0
+    for by in range(by_first, by_last + 1):
+        if exact:
+            bx_first, bx_last = _band_block_columns(table, v, by, x0, y0, x1, y1)
+        for bx in range(bx_first, bx_last + 1):
+            mask |= 1 << (by * BLOCKS_PER_SIDE + bx)
+    return mask
+
+
 @njit(parallel=True, **_OPTIONS)
-def composite_forward(table, entries, tile_offsets, width, height, n_workers, accum, transmittance, last, tile_work):
+def composite_forward(table, entries, tile_offsets, width, height, n_workers, accum, transmittance, last, tile_work,
+                      entry_masks):  # fmt: skip
     """Front-to-back compositing of every tile, tiles shared among workers.
 
     Writes accum (C, H, W, F) = sum of alpha_i T_i features_i, transmittance (C, H, W) (T after the
     last composited fragment), last (C, H, W) int32 (1 + position in the tile's list of the last
-    composited fragment, 0 if none) and tile_work (C * tiles,) (blocks evaluated: the cost estimate
-    the backward pass deals tiles by).
+    composited fragment, 0 if none), tile_work (C * tiles,) (blocks evaluated: the cost estimate
+    the backward pass deals tiles by) and entry_masks (M,) uint16 (the blocks each entry reaches, see
+    _entry_block_mask; written for the entries up to where the tile finished, all the backward reads).
     """
     dtype = table.dtype.type
     zero, one = dtype(0.0), dtype(1.0)
@@ -868,22 +891,30 @@ def composite_forward(table, entries, tile_offsets, width, height, n_workers, ac
                     state[_tile_pixel(lx, ly)] = one
                     live[(ly // BLOCK_SIZE) * BLOCKS_PER_SIDE + lx // BLOCK_SIZE] += 1
             n_live = (x1 - x0) * (y1 - y0)
+            live_bits = 0  # bit b: block b still has a pixel compositing
+            for block in range(TILE_BLOCKS):
+                live_bits |= (1 << block) if live[block] > 0 else 0
             work = 0
             start = tile_offsets[tile]
             for k in range(start, tile_offsets[tile + 1]):
                 v = entries[k]
-                by_first, by_last, bx_first, bx_last, exact = _entry_blocks(table, v, x0, y0, x1, y1)
+                reach = _entry_block_mask(table, v, x0, y0, x1, y1)
+                entry_masks[k] = reach
+                mask = reach & live_bits
+                if mask == 0:
+                    continue
                 mx, my, cb, opacity = table[v, T_MX], table[v, T_MY], table[v, T_B], table[v, T_OPACITY]
                 half_a, half_c = dtype(0.5) * table[v, T_A], dtype(0.5) * table[v, T_C]
                 position = np.int32(k - start + 1)
-                for by in range(by_first, by_last + 1):
-                    if exact:
-                        bx_first, bx_last = _band_block_columns(table, v, by, x0, y0, x1, y1)
+                for by in range(BLOCKS_PER_SIDE):
+                    band = (mask >> (by * BLOCKS_PER_SIDE)) & BAND_BITS
+                    if band == 0:
+                        continue
                     dym = my - dtype(y0 + by * BLOCK_SIZE)
-                    for bx in range(bx_first, bx_last + 1):
-                        block = by * BLOCKS_PER_SIDE + bx
-                        if live[block] == 0:
+                    for bx in range(BLOCKS_PER_SIDE):
+                        if (band >> bx) & 1 == 0:
                             continue
+                        block = by * BLOCKS_PER_SIDE + bx
                         work += 1
                         dxm = mx - dtype(x0 + bx * BLOCK_SIZE)
                         base = np.uint64(block * BLOCK_PIXELS)
@@ -900,6 +931,8 @@ def composite_forward(table, entries, tile_offsets, width, height, n_workers, ac
                                 alive += 1 if state[base + np.uint64(lane)] > zero else 0
                             n_live -= live[block] - alive
                             live[block] = alive
+                            if alive == 0:
+                                live_bits &= ~(1 << block)
                 if n_live == 0:
                     break
             tile_work[tile] = work
@@ -1033,8 +1066,8 @@ def _sum_lanes_into(lane_grad, out):
 
 
 @njit(parallel=True, **_OPTIONS)
-def composite_backward(table, entries, tile_offsets, width, height, n_workers, transmittance, last, tile_work, v_accum,
-                       v_transmittance):  # fmt: skip
+def composite_backward(table, entries, entry_masks, tile_offsets, width, height, n_workers, transmittance, last,
+                       tile_work, v_accum, v_transmittance):  # fmt: skip
     """Gradients of composite_forward's accum and transmittance with respect to params and features.
 
     Per pixel, back to front from its last composited fragment: T is recovered by division
@@ -1055,6 +1088,7 @@ def composite_backward(table, entries, tile_offsets, width, height, n_workers, t
         state = np.empty((2 + F) * TILE_PIXELS, dtype=table.dtype)
         last_local = np.empty(TILE_PIXELS, dtype=np.int32)
         deepest_in_block = np.empty(TILE_BLOCKS, dtype=np.int64)
+        blocks_by_depth = np.empty(TILE_BLOCKS, dtype=np.int64)
         lane_grad = np.empty((N_PARAMS + F) * BLOCK_PIXELS, dtype=table.dtype)
         scratch = np.empty(2 * BLOCK_PIXELS, dtype=table.dtype)
         lanes = _lane_offsets(table[:0, 0])
@@ -1078,29 +1112,39 @@ def composite_backward(table, entries, tile_offsets, width, height, n_workers, t
                     for f in range(F):
                         state[(2 + f) * TILE_PIXELS + p] = v_accum[camera, row, col, f]
             deepest = deepest_in_block.max()
+            # Walking back to front, block b joins once position < deepest_in_block[b]: blocks in
+            # that order (deepest first), and the bits of those that have joined.
+            blocks_by_depth[:] = np.argsort(-deepest_in_block, kind="mergesort")
+            joined, active_bits = 0, 0
             start = tile_offsets[tile]
             prefetched = 0.0
             for k in range(start + deepest - 1, start - 1, -1):
+                position = np.int32(k - start)
+                while joined < TILE_BLOCKS and deepest_in_block[blocks_by_depth[joined]] > position:
+                    active_bits |= 1 << blocks_by_depth[joined]
+                    joined += 1
+                mask = int(entry_masks[k]) & active_bits
+                if mask == 0:
+                    continue
                 v = entries[k]
                 if k > start:
                     # Touch the next Gaussian's table and gradient rows now: their cache misses then
                     # overlap this Gaussian's work instead of stalling the next one.
                     v_next = entries[k - 1]
                     prefetched += float(table[v_next, T_HALF_Y]) + grad[w, v_next, 0]
-                by_first, by_last, bx_first, bx_last, exact = _entry_blocks(table, v, x0, y0, x1, y1)
                 mx, my, ca, cb, cc, opacity = table[v, T_MX], table[v, T_MY], table[v, T_A], table[v, T_B], table[v, T_C], table[v, T_OPACITY]
                 half_a, half_c = dtype(0.5) * ca, dtype(0.5) * cc
-                position = np.int32(k - start)
                 touched = False
                 lane_grad[:] = zero
-                for by in range(by_first, by_last + 1):
-                    if exact:
-                        bx_first, bx_last = _band_block_columns(table, v, by, x0, y0, x1, y1)
+                for by in range(BLOCKS_PER_SIDE):
+                    band = (mask >> (by * BLOCKS_PER_SIDE)) & BAND_BITS
+                    if band == 0:
+                        continue
                     dym = my - dtype(y0 + by * BLOCK_SIZE)
-                    for bx in range(bx_first, bx_last + 1):
-                        block = by * BLOCKS_PER_SIDE + bx
-                        if deepest_in_block[block] <= position:
+                    for bx in range(BLOCKS_PER_SIDE):
+                        if (band >> bx) & 1 == 0:
                             continue
+                        block = by * BLOCKS_PER_SIDE + bx
                         dxm = mx - dtype(x0 + bx * BLOCK_SIZE)
                         base = np.uint64(block * BLOCK_PIXELS)
                         if F == 4:

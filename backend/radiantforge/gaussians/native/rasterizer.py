@@ -134,12 +134,13 @@ class _Composite(torch.autograd.Function):
             transmittance = means2d.new_empty(C, height, width, 1)
             last = torch.empty(C, height, width, dtype=torch.int32)
             tile_work = np.empty(len(tile_offsets) - 1, dtype=np.int64)
+            entry_masks = np.empty(len(entries), dtype=np.uint16)
             kernels.composite_forward(table, entries, tile_offsets, width, height, n_workers, accum.numpy(),
-                                      transmittance.numpy()[..., 0], last.numpy(), tile_work)  # fmt: skip
+                                      transmittance.numpy()[..., 0], last.numpy(), tile_work, entry_masks)  # fmt: skip
         blocks = int(tile_work.sum())
         stats.update({"visible": len(flat_ids), "tile_entries": len(entries), "blocks": blocks,
                       "fragments": blocks * kernels.BLOCK_PIXELS})
-        ctx.tables = (table, flat_ids, entries, tile_offsets, tile_work)
+        ctx.tables = (table, flat_ids, entries, entry_masks, tile_offsets, tile_work)
         ctx.image = (width, height, N, D)
         ctx.opacity_dtype = opacities.dtype
         ctx.save_for_backward(transmittance, last)
@@ -148,7 +149,7 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, v_accum, v_transmittance):
         transmittance, last = ctx.saved_tensors
-        table, flat_ids, entries, tile_offsets, tile_work = ctx.tables
+        table, flat_ids, entries, entry_masks, tile_offsets, tile_work = ctx.tables
         width, height, N, D = ctx.image
         C = transmittance.shape[0]
         dtype = transmittance.dtype
@@ -159,7 +160,7 @@ class _Composite(torch.autograd.Function):
         with _KERNEL_LOCK:
             n_workers = _set_threads()
             total = kernels.composite_backward(
-                table, entries, tile_offsets, width, height, n_workers,
+                table, entries, entry_masks, tile_offsets, width, height, n_workers,
                 transmittance.numpy()[..., 0], last.numpy(), tile_work,
                 _numpy(v_accum.to(dtype)), _numpy(v_transmittance.to(dtype))[..., 0],
             )  # fmt: skip
