@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -286,6 +287,36 @@ def test_resume_tolerates_a_half_written_preview_of_a_killed_run(dataset, tmp_pa
                              preview_dir=out_dir, **options)
     assert (result.out_dir / "result.json").is_file() and (result.out_dir / "preview.png").is_file()
     assert not list(result.out_dir.glob(".preview.png.*"))
+
+
+def test_auto_trains_with_the_native_rasterizer_and_falls_back_with_a_warning(dataset, tmp_path, monkeypatch):
+    """backend "auto" on the CPU: native kernels (announced), ending where the PyTorch rasterizer does;
+    without Numba, a warning event and exactly the PyTorch run."""
+    from radiantforge.gaussians import native
+
+    options = {**FAST_OPTIONS, "test_renders": False, "iters": 60}
+    with_torch = train_gaussians(dataset, tmp_path / "torch", **options)
+    events_path = tmp_path / "native.jsonl"
+    with_native = train_gaussians(dataset, tmp_path / "native", events=EventLog(events_path),
+                                  **{**options, "rasterize_backend": "auto"})
+    infos = [e["message"] for e in read_events(events_path) if e["type"] == "info"]
+    assert any(message.startswith("native CPU rasterizer ready") for message in infos), infos
+    # The two rasterizers agree to float rounding; over training the runs drift apart a little
+    # (densification thresholds, Adam's normalisation), so the end points agree to a fraction of a dB.
+    assert abs(with_native.metrics["psnr"] - with_torch.metrics["psnr"]) < 0.5
+
+    monkeypatch.setattr(native, "_failure", None)
+    monkeypatch.setattr(native, "_warned", False)
+    monkeypatch.setattr(native, "_ready_dtypes", set())
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now fails
+    events_path = tmp_path / "fallback.jsonl"
+    with pytest.warns(RuntimeWarning, match="numba"):
+        fallback = train_gaussians(dataset, tmp_path / "fallback", events=EventLog(events_path),
+                                   **{**options, "rasterize_backend": "auto"})
+    warnings = [e["message"] for e in read_events(events_path) if e["type"] == "warning"]
+    assert any("PyTorch rasterizer instead" in message and "Numba" in message for message in warnings), warnings
+    for name, tensor in with_torch.splats.as_dict().items():
+        assert torch.equal(getattr(fallback.splats, name), tensor), name
 
 
 def test_resume_without_a_checkpoint_names_the_file(dataset, tmp_path):

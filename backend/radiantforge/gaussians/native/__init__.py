@@ -119,6 +119,11 @@ def _warm_up(dtype: torch.dtype) -> None:
             raise RuntimeError("the warm-up problem gave non-finite gradients")
 
 
+def is_ready(dtype: torch.dtype) -> bool:
+    """The kernels for ``dtype`` have already compiled (or loaded from the cache) and run in this process."""
+    return dtype in _ready_dtypes and _failure is None
+
+
 def ensure_ready(dtype: torch.dtype, required: bool) -> bool:
     """True when the native kernels run for ``dtype``; else warn once (or raise if ``required``) and return False."""
     global _failure, _warned
@@ -166,4 +171,4 @@ def rasterize_native(means, quats, scales, opacities, colors, viewmats, Ks, widt
                background=background, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d)  # fmt: skip
 
 
-__all__ = ["NativeUnavailable", "rasterize_native", "unavailable_reason", "unsupported_inputs", "ensure_ready"]
+__all__ = ["NativeUnavailable", "rasterize_native", "unavailable_reason", "unsupported_inputs", "ensure_ready", "is_ready"]
