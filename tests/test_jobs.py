@@ -3,7 +3,7 @@ import json
 import pytest
 
 from radiantforge.errors import InputError
-from radiantforge.events import read_events
+from radiantforge.events import EventLog, read_events
 from radiantforge.jobs import job_state, read_job_spec, run_job, validate_job, write_job
 
 
@@ -55,3 +55,14 @@ def test_run_job_reports_bad_input_as_an_event_not_a_traceback(tmp_path):
     assert events[-1]["type"] == "error" and events[-1]["stage"] == "validation"
     assert "Traceback" not in json.dumps(events)
     assert job_state(job) == "failed"
+
+
+def test_terminal_echo_shows_messages_and_progress(tmp_path, capsys):
+    """What a CLI user sees: info and warning messages (e.g. a first-run kernel compile) and a progress bar."""
+    log = EventLog(tmp_path / "events.jsonl", echo=True)
+    log.emit("info", message="preparing the native CPU rasterizer")
+    log.emit("warning", message="careful")
+    log.emit("progress", step=5, total=10, loss=0.25)
+    err = capsys.readouterr().err
+    assert "preparing the native CPU rasterizer" in err and "warning: careful" in err and "5/10" in err
+    assert [e["type"] for e in read_events(tmp_path / "events.jsonl")] == ["info", "warning", "progress"]

@@ -296,6 +296,7 @@ def test_auto_trains_with_the_native_rasterizer_and_falls_back_with_a_warning(da
 
     options = {**FAST_OPTIONS, "test_renders": False, "iters": 60}
     with_torch = train_gaussians(dataset, tmp_path / "torch", **options)
+    monkeypatch.setattr(native, "_ready_dtypes", set())  # as in a fresh process, whatever ran before
     events_path = tmp_path / "native.jsonl"
     with_native = train_gaussians(dataset, tmp_path / "native", events=EventLog(events_path),
                                   **{**options, "rasterize_backend": "auto"})

@@ -71,6 +71,8 @@ class EventLog:
             sys.stderr.write(f"\r[{bar}] {step}/{total}  {extras}   {end}")
         elif kind in ("warning", "error"):
             sys.stderr.write(f"\n{kind}: {event.get('message', '')}\n")
+        elif kind == "info" and event.get("message"):
+            sys.stderr.write(f"\n{event['message']}\n")
         elif kind in ("started", "finished", "cancelled"):
             sys.stderr.write(f"\n{kind} {event.get('kind', '')}\n" if kind != "finished" else "\nfinished\n")
         sys.stderr.flush()
