@@ -243,8 +243,9 @@ def means_learning_rate(step: int, total_steps: int, scene_extent: float) -> flo
 def _fused_adam_supported(parameter: torch.Tensor) -> bool:
     """Fused Adam (one kernel per parameter instead of a dozen ops) where torch has it for the device.
 
-    On the CPU it took a fifth off a training step at 15k Gaussians (scripts/bench_train.py), the
-    per-op overhead of the unfused update being comparable to the native rasterizer's own time.
+    On the CPU, together with rendering only the active SH bands, it took about a fifth off a
+    training step at 15k Gaussians (scripts/bench_train.py --issue6): the per-op overhead of the
+    unfused update is comparable to the native rasterizer's own time there.
     """
     return parameter.dtype in (torch.float32, torch.float64) and parameter.device.type in ("cpu", "cuda", "mps")
 
