@@ -118,13 +118,19 @@ def test_matches_reference_with_features_and_deep_tiles():
     compare((means, quats, scales, opacities, colors), viewmats, Ks, width, height, background=torch.rand(5))
 
 
-def test_gaussians_behind_and_straddling_the_camera():
-    width, height = 32, 24
+def scene_around_the_camera(width: int, height: int):
+    """60 Gaussians, 20 of them right at the camera: some behind it, some inside the near plane.
+    (scene, viewmats, Ks)."""
     viewmats, Ks = make_cameras(1, width, height, radius=1.0)
     means, quats, scales, opacities, colors = make_scene(seed=5, n=60)
     eye = torch.linalg.inv(viewmats[0])[:3, 3]
-    means[:20] = eye + (means[:20] - eye) * 0.05  # right at the camera: some behind, some inside near
-    out = compare((means, quats, scales, opacities, colors), viewmats, Ks, width, height)
+    means[:20] = eye + (means[:20] - eye) * 0.05
+    return (means, quats, scales, opacities, colors), viewmats, Ks
+
+
+def test_gaussians_behind_and_straddling_the_camera():
+    scene, viewmats, Ks = scene_around_the_camera(32, 24)
+    out = compare(scene, viewmats, Ks, 32, 24)
     assert out.max() > 0
 
 
@@ -297,14 +303,20 @@ def test_real_sh3_splat_file_matches_reference():
     assert float(ref_alphas.mean()) > 0.05  # the view actually sees the splat
 
 
-@pytest.mark.skipif(not (SPLATS / "donut-sh0.ply").exists(), reason="shared splat assets not present")
-def test_real_donut_patch_matches_reference():
-    """A dense, opaque patch of the real donut (Mip-Splatting output): deep tiles, early termination."""
+def donut_patch(count: int, width: int, height: int):
+    """The ``count`` Gaussians of the real donut (Mip-Splatting output) nearest one of them, seen from
+    12 cm: a dense, opaque patch (deep tiles, early termination). (scene, viewmats, Ks)."""
     means, quats, scales, opacities, sh = read_3dgs_ply(SPLATS / "donut-sh0.ply")
     center = means[0]
-    patch = (means - center).norm(dim=-1).argsort()[:700]
+    patch = (means - center).norm(dim=-1).argsort()[:count]
     scene = tuple(t[patch] for t in (means, quats, scales, opacities, sh))
-    viewmats, Ks = camera_looking_at(center, 0.12, 40, 32, 40.0, direction=(0.0, -0.6, 1.0))
+    return (scene, *camera_looking_at(center, 0.12, width, height, 40.0, direction=(0.0, -0.6, 1.0)))
+
+
+@pytest.mark.skipif(not (SPLATS / "donut-sh0.ply").exists(), reason="shared splat assets not present")
+def test_real_donut_patch_matches_reference():
+    """A dense, opaque patch of the real donut: deep tiles, early termination."""
+    scene, viewmats, Ks = donut_patch(700, 40, 32)
     ref_alphas = compare(scene, viewmats, Ks, 40, 32, sh_degree=0, background=torch.tensor([0.0, 1.0, 0.0]))
     assert float(ref_alphas.max()) > 1 - 2e-4  # some pixels terminated
 

@@ -24,7 +24,7 @@ from radiantforge.gaussians.rasterize import rasterize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_rasterizer import reference_radii, reference_rasterize  # noqa: E402
-from test_rasterize import make_cameras, make_scene, read_3dgs_ply, camera_looking_at, SPLATS  # noqa: E402
+from test_rasterize import SPLATS, donut_patch, make_cameras, make_scene, scene_around_the_camera  # noqa: E402
 
 IMAGE_TOL = 1e-4
 GRAD_RTOL = 1e-4
@@ -94,12 +94,8 @@ def test_matches_torch_path_with_features_and_deep_tiles(n_features):
 
 
 def test_gaussians_behind_and_straddling_the_camera():
-    width, height = 32, 24
-    viewmats, Ks = make_cameras(1, width, height, radius=1.0)
-    means, quats, scales, opacities, colors = make_scene(seed=5, n=60)
-    eye = torch.linalg.inv(viewmats[0])[:3, 3]
-    means[:20] = eye + (means[:20] - eye) * 0.05  # right at the camera: some behind, some inside near
-    compare_with_torch((means, quats, scales, opacities, colors), viewmats, Ks, width, height)
+    scene, viewmats, Ks = scene_around_the_camera(32, 24)
+    compare_with_torch(scene, viewmats, Ks, 32, 24)
 
 
 def test_no_gaussians_and_one_gaussian():
@@ -195,12 +191,8 @@ def test_same_inputs_give_identical_results_and_threads_agree():
 
 @pytest.mark.skipif(not (SPLATS / "donut-sh0.ply").exists(), reason="shared splat assets not present")
 def test_real_donut_patch_matches_torch_path():
-    """A dense, opaque patch of the real donut (Mip-Splatting output): deep tiles, early termination."""
-    means, quats, scales, opacities, sh = read_3dgs_ply(SPLATS / "donut-sh0.ply")
-    center = means[0]
-    patch = (means - center).norm(dim=-1).argsort()[:2000]
-    scene = tuple(t[patch] for t in (means, quats, scales, opacities, sh))
-    viewmats, Ks = camera_looking_at(center, 0.12, 72, 56, 40.0, direction=(0.0, -0.6, 1.0))
+    """A dense, opaque patch of the real donut: deep tiles, early termination."""
+    scene, viewmats, Ks = donut_patch(2000, 72, 56)
     _, alphas, _ = compare_with_torch(scene, viewmats, Ks, 72, 56, sh_degree=0, background=torch.tensor([0.0, 1.0, 0.0]))
     assert float(alphas.max()) > 1 - 2e-4
 
