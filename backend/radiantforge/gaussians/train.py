@@ -36,6 +36,8 @@ from typing import Any, Callable
 import torch
 
 from .. import media
+from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
+from ..config_checks import apply_overrides, check_choice, check_colour, check_integer, check_number
 from ..devices import DEVICE_CHOICES, RASTERIZE_BACKENDS, resolve_device
 from ..errors import InputError, JobCancelled
 from ..events import EventLog
@@ -121,41 +123,41 @@ class GaussianTrainConfig:
     turntable_size: int | None = None
 
     def __post_init__(self):
-        _check_int(self, "iters", minimum=1)
-        _check_int(self, "sh_degree", minimum=0, maximum=3)
-        _check_int(self, "sh_degree_interval", minimum=1)
+        check_integer(self, "iters", minimum=1)
+        check_integer(self, "sh_degree", minimum=0, maximum=3)
+        check_integer(self, "sh_degree_interval", minimum=1)
         if self.max_gaussians is not None:
-            _check_int(self, "max_gaussians", minimum=1)
-        _check_number(self, "downscale", low=0.0, low_open=True)
-        self.background = _check_colour(self.background)
-        _check_number(self, "ssim_lambda", low=0.0, high=1.0)
-        _check_choice(self, "strategy", STRATEGIES)
-        _check_number(self, "grow_grad2d", low=0.0, low_open=True)
-        _check_number(self, "prune_opa", low=0.0, high=1.0, low_open=True, high_open=True)
-        _check_int(self, "checkpoint_every", minimum=0)
+            check_integer(self, "max_gaussians", minimum=1)
+        check_number(self, "downscale", low=0.0, low_open=True)
+        self.background = check_colour(self.background)
+        check_number(self, "ssim_lambda", low=0.0, high=1.0)
+        check_choice(self, "strategy", STRATEGIES)
+        check_number(self, "grow_grad2d", low=0.0, low_open=True)
+        check_number(self, "prune_opa", low=0.0, high=1.0, low_open=True, high_open=True)
+        check_integer(self, "checkpoint_every", minimum=0)
         if self.progress_every is not None:
-            _check_int(self, "progress_every", minimum=1)
+            check_integer(self, "progress_every", minimum=1)
         if self.preview_every is not None:
-            _check_int(self, "preview_every", minimum=1)
-        _check_int(self, "eval_every", minimum=0)
-        _check_int(self, "turntable_frames", minimum=0)
+            check_integer(self, "preview_every", minimum=1)
+        check_integer(self, "eval_every", minimum=0)
+        check_integer(self, "turntable_frames", minimum=0)
         if self.turntable_size is not None:
-            _check_int(self, "turntable_size", minimum=16, maximum=4096)
-        _check_int(self, "seed", minimum=0)
+            check_integer(self, "turntable_size", minimum=16, maximum=4096)
+        check_integer(self, "seed", minimum=0)
         if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
             raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", field="device")
-        _check_int(self, "init_points", minimum=1)
+        check_integer(self, "init_points", minimum=1)
         if self.init_opacity is not None:
-            _check_number(self, "init_opacity", low=0.0, high=1.0, low_open=True, high_open=True)
+            check_number(self, "init_opacity", low=0.0, high=1.0, low_open=True, high_open=True)
         if self.init_scale is not None:
-            _check_number(self, "init_scale", low=0.0, low_open=True)
+            check_number(self, "init_scale", low=0.0, low_open=True)
         for name in ("opacity_reg", "scale_reg"):
             if getattr(self, name) is not None:
-                _check_number(self, name, low=0.0)
+                check_number(self, name, low=0.0)
         if not isinstance(self.test_renders, bool):
             raise InputError(f"expected true or false, got {self.test_renders!r}", field="test_renders")
-        _check_choice(self, "lpips_net", LPIPS_NETS)
-        _check_choice(self, "rasterize_backend", RASTERIZE_BACKENDS)
+        check_choice(self, "lpips_net", LPIPS_NETS)
+        check_choice(self, "rasterize_backend", RASTERIZE_BACKENDS)
 
     def resolved(self, name: str) -> float:
         """init_opacity, init_scale, opacity_reg or scale_reg: the set value or the strategy's default."""
@@ -165,48 +167,6 @@ class GaussianTrainConfig:
     @property
     def resolved_progress_every(self) -> int:
         return self.progress_every or max(1, self.iters // DEFAULT_PROGRESS_EVENTS)
-
-
-def _check_int(config, name: str, minimum: int | None = None, maximum: int | None = None) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-            setattr(config, name, value)
-        else:
-            raise InputError(f"expected an integer, got {value!r}", field=name)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise InputError(f"expected an integer {span}, got {value}", field=name)
-
-
-def _check_number(config, name: str, low=None, high=None, low_open=False, high_open=False) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"expected a number, got {value!r}", field=name)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        raise InputError(f"expected a number in {left}{low}, {high if high is not None else 'inf'}{right}, got {value}",
-                         field=name)
-    setattr(config, name, float(value))
-
-
-def _check_colour(value) -> tuple[float, float, float]:
-    try:
-        colour = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field="background") from None
-    if len(colour) != 3 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in colour):
-        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field="background")
-    return colour
-
-
-def _check_choice(config, name: str, choices) -> None:
-    if getattr(config, name) not in choices:
-        raise InputError(f"expected one of {', '.join(choices)}, got {getattr(config, name)!r}", field=name)
 
 
 @dataclass
@@ -272,38 +232,12 @@ def save_checkpoint(path: Path, state: _TrainState, config: GaussianTrainConfig,
         "elapsed": state.elapsed,
         "history": state.history,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_checkpoint(path, payload)
 
 
 def _load_checkpoint(path: Path, config: GaussianTrainConfig, device: torch.device) -> _TrainState:
-    if not path.is_file():
-        raise InputError("no checkpoint to resume from (train without resume first)", file=path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)  # plain data only: no code runs on load
-    except Exception as exc:
-        raise InputError(f"cannot read the checkpoint: {exc}", file=path) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"not a Gaussian training checkpoint of format {CHECKPOINT_FORMAT}", file=path)
-    saved_config = payload["config"]
-    for name, value in dataclasses.asdict(config).items():
-        if name in RESUMABLE_FIELDS:
-            continue
-        saved = saved_config.get(name)
-        if isinstance(value, tuple):
-            saved = tuple(saved) if saved is not None else None
-        if saved != value:
-            raise InputError(
-                f"the checkpoint was made with {name}={saved!r}; resume with the same value (got {value!r}) "
-                "or train from scratch",
-                file=path,
-                field=name,
-            )
+    payload = read_checkpoint(path, kind="Gaussian training", version=CHECKPOINT_FORMAT)
+    check_same_config(payload["config"], config, RESUMABLE_FIELDS, path)
     params = torch.nn.ParameterDict({name: torch.nn.Parameter(t.to(device)) for name, t in payload["params"].items()})
     optimizers = model.make_optimizers(params, payload["scene_extent"])
     for name, opt in optimizers.items():
@@ -475,14 +409,7 @@ def default_checkpoint_dir(out_dir: str | Path) -> Path:
 
 
 def _resolve_config(config: GaussianTrainConfig | None, overrides: dict) -> GaussianTrainConfig:
-    config = config if config is not None else GaussianTrainConfig()
-    if not isinstance(config, GaussianTrainConfig):
-        raise InputError(f"expected a GaussianTrainConfig, got {type(config).__name__}", field="config")
-    known = {f.name for f in dataclasses.fields(GaussianTrainConfig)}
-    for name in overrides:
-        if name not in known:
-            raise InputError(f"unknown training option; known: {', '.join(sorted(known))}", field=name)
-    return dataclasses.replace(config, **overrides) if overrides else config
+    return apply_overrides(config, GaussianTrainConfig, overrides, "training")
 
 
 def _load_dataset(data, config: GaussianTrainConfig):
@@ -693,7 +620,7 @@ def evaluate_ply(ply, data, *, out_dir: str | Path | None = None, split: str = "
     from ..data.transforms import load_nerf_dataset
     from .ply import load_gaussian_ply
 
-    background = _check_colour(background)
+    background = check_colour(background)
     if out_dir is not None:
         out_dir = Path(out_dir)
         if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):

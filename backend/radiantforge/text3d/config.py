@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from ..config_checks import check_boolean, check_choice, check_colour, check_integer, check_number, check_range
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError
 from ..guidance.sds import ANNEAL_SCHEDULES, MODES, SPACES, WEIGHTINGS
@@ -147,79 +148,79 @@ class Text3DConfig:
         for name in ("prompt", "negative_prompt", "model"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"expected text, got {getattr(self, name)!r}", field=name)
-        _boolean(self, "view_dependent_prompts")
-        _number(self, "guidance_scale", low=0.0, low_open=True)
-        _number(self, "t_min", low=0.0, high=1.0)
-        _number(self, "t_max", low=0.0, high=1.0)
+        check_boolean(self, "view_dependent_prompts")
+        check_number(self, "guidance_scale", low=0.0, low_open=True)
+        check_number(self, "t_min", low=0.0, high=1.0)
+        check_number(self, "t_max", low=0.0, high=1.0)
         if not self.t_min < self.t_max:
             raise InputError(f"must be below t_max={self.t_max}, got {self.t_min}", field="t_min")
-        _choice(self, "anneal", ANNEAL_SCHEDULES)
-        _number(self, "anneal_t_max", low=self.t_min, high=self.t_max)
-        _choice(self, "weighting", WEIGHTINGS)
+        check_choice(self, "anneal", ANNEAL_SCHEDULES)
+        check_number(self, "anneal_t_max", low=self.t_min, high=self.t_max)
+        check_choice(self, "weighting", WEIGHTINGS)
         if self.grad_clip is not None:
-            _number(self, "grad_clip", low=0.0, low_open=True)
-        _choice(self, "sds_space", SPACES)
-        _choice(self, "sds_mode", MODES)
+            check_number(self, "grad_clip", low=0.0, low_open=True)
+        check_choice(self, "sds_space", SPACES)
+        check_choice(self, "sds_mode", MODES)
 
-        _integer(self, "steps", 1)
-        _integer(self, "batch_size", 1, MAX_BATCH_SIZE)
-        _integer(self, "seed", 0)
-        _number(self, "learning_rate", low=0.0, low_open=True)
-        _number(self, "network_learning_rate", low=0.0, low_open=True)
+        check_integer(self, "steps", 1)
+        check_integer(self, "batch_size", 1, MAX_BATCH_SIZE)
+        check_integer(self, "seed", 0)
+        check_number(self, "learning_rate", low=0.0, low_open=True)
+        check_number(self, "network_learning_rate", low=0.0, low_open=True)
 
-        _integer(self, "resolution", 8, MAX_RESOLUTION)
-        _integer(self, "num_samples", 4, MAX_SAMPLES)
-        _choice(self, "normal_difference", NORMAL_DIFFERENCES)
+        check_integer(self, "resolution", 8, MAX_RESOLUTION)
+        check_integer(self, "num_samples", 4, MAX_SAMPLES)
+        check_choice(self, "normal_difference", NORMAL_DIFFERENCES)
 
-        self.distance_range = _range(self, "distance_range", 0.0, math.inf, strict=True)
-        self.elevation_range_deg = _range(self, "elevation_range_deg", -90.0, 90.0)
-        self.azimuth_range_deg = _range(self, "azimuth_range_deg", -360.0, 360.0)
-        self.fov_range_deg = _range(self, "fov_range_deg", 0.0, 180.0, strict=True)
-        _choice(self, "elevation_sampling", ELEVATION_SAMPLING)
+        self.distance_range = check_range(self, "distance_range", 0.0, math.inf, strict=True)
+        self.elevation_range_deg = check_range(self, "elevation_range_deg", -90.0, 90.0)
+        self.azimuth_range_deg = check_range(self, "azimuth_range_deg", -360.0, 360.0)
+        self.fov_range_deg = check_range(self, "fov_range_deg", 0.0, 180.0, strict=True)
+        check_choice(self, "elevation_sampling", ELEVATION_SAMPLING)
 
-        _number(self, "latent_iter_ratio", low=0.0, high=1.0)
-        _number(self, "albedo_probability", low=0.0, high=1.0)
-        _number(self, "textureless_probability", low=0.0, high=1.0)
+        check_number(self, "latent_iter_ratio", low=0.0, high=1.0)
+        check_number(self, "albedo_probability", low=0.0, high=1.0)
+        check_number(self, "textureless_probability", low=0.0, high=1.0)
         if self.albedo_probability + self.textureless_probability > 1.0:
             raise InputError(f"albedo_probability + textureless_probability must be at most 1, got "
                              f"{self.albedo_probability} + {self.textureless_probability}",
                              field="textureless_probability")
-        _number(self, "ambient", low=0.0, high=1.0)
-        _number(self, "light_jitter", low=0.0)
+        check_number(self, "ambient", low=0.0, high=1.0)
+        check_number(self, "light_jitter", low=0.0)
 
         for name in ("entropy_weight", "orientation_weight", "sparsity_weight"):
-            _number(self, name, low=0.0)
+            check_number(self, name, low=0.0)
 
-        _choice(self, "encoding", ENCODINGS)
-        _number(self, "bound", low=0.0, low_open=True)
-        _integer(self, "hidden_dim", 1)
-        _integer(self, "hidden_layers", 0)
-        _number(self, "blob_density", low=0.0)
-        _number(self, "blob_radius", low=0.0, low_open=True)
-        _choice(self, "background", BACKGROUND_MODES)
-        self.background_color = _colour(self.background_color, "background_color")
-        _integer(self, "occupancy_resolution", 4, MAX_GRID_RESOLUTION)
-        _integer(self, "occupancy_update_every", 1)
+        check_choice(self, "encoding", ENCODINGS)
+        check_number(self, "bound", low=0.0, low_open=True)
+        check_integer(self, "hidden_dim", 1)
+        check_integer(self, "hidden_layers", 0)
+        check_number(self, "blob_density", low=0.0)
+        check_number(self, "blob_radius", low=0.0, low_open=True)
+        check_choice(self, "background", BACKGROUND_MODES)
+        self.background_color = check_colour(self.background_color, "background_color")
+        check_integer(self, "occupancy_resolution", 4, MAX_GRID_RESOLUTION)
+        check_integer(self, "occupancy_update_every", 1)
 
-        _integer(self, "mesh_resolution", 8, MAX_GRID_RESOLUTION)
-        _number(self, "density_threshold", low=0.0, low_open=True)
-        _number(self, "min_component_ratio", low=0.0, high=1.0)
-        _integer(self, "target_faces", 0)
+        check_integer(self, "mesh_resolution", 8, MAX_GRID_RESOLUTION)
+        check_number(self, "density_threshold", low=0.0, low_open=True)
+        check_number(self, "min_component_ratio", low=0.0, high=1.0)
+        check_integer(self, "target_faces", 0)
         if 0 < self.target_faces < 4:
             raise InputError(f"expected 0 (no decimation) or at least 4, got {self.target_faces}", field="target_faces")
-        _integer(self, "texture_size", 8, MAX_TEXTURE_SIZE)
+        check_integer(self, "texture_size", 8, MAX_TEXTURE_SIZE)
 
-        _integer(self, "turntable_frames", 1)
-        _integer(self, "turntable_resolution", 8, MAX_RESOLUTION * 2)
-        _number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
-        _choice(self, "turntable_shading", SHADING_MODES)
+        check_integer(self, "turntable_frames", 1)
+        check_integer(self, "turntable_resolution", 8, MAX_RESOLUTION * 2)
+        check_number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
+        check_choice(self, "turntable_shading", SHADING_MODES)
 
         if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
             raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", field="device")
-        _integer(self, "checkpoint_every", 0)
+        check_integer(self, "checkpoint_every", 0)
         for name in ("progress_every", "preview_every"):
             if getattr(self, name) is not None:
-                _integer(self, name, 1)
+                check_integer(self, name, 1)
 
     @property
     def resolved_progress_every(self) -> int:
@@ -245,59 +246,3 @@ def check_prompt(prompt) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("the prompt is empty; describe the object, e.g. 'a ceramic teapot'", field="prompt")
     return prompt.strip()
-
-
-def _integer(config, name: str, minimum: int | None = None, maximum: int | None = None) -> None:
-    value = getattr(config, name)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-        setattr(config, name, value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"expected an integer, got {value!r}", field=name)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise InputError(f"expected an integer {span}, got {value}", field=name)
-
-
-def _number(config, name: str, low=None, high=None, low_open=False) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"expected a number, got {value!r}", field=name)
-    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
-        left = "(" if low_open else "["
-        right = f"{high}]" if high is not None else "inf)"
-        raise InputError(f"expected a number in {left}{low}, {right}, got {value}", field=name)
-    setattr(config, name, float(value))
-
-
-def _choice(config, name: str, choices) -> None:
-    if getattr(config, name) not in choices:
-        raise InputError(f"expected one of {', '.join(choices)}, got {getattr(config, name)!r}", field=name)
-
-
-def _boolean(config, name: str) -> None:
-    if not isinstance(getattr(config, name), bool):
-        raise InputError(f"expected true or false, got {getattr(config, name)!r}", field=name)
-
-
-def _range(config, name: str, lowest: float, highest: float, strict: bool = False) -> tuple[float, float]:
-    value = getattr(config, name)
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise InputError(f"expected two numbers (low, high), got {value!r}", field=name) from None
-    inside = (lowest < low and high < highest) if strict else (lowest <= low and high <= highest)
-    if not (math.isfinite(low) and math.isfinite(high) and inside and low <= high):
-        bounds = f"({lowest}, {highest})" if strict else f"[{lowest}, {highest}]"
-        raise InputError(f"expected (low, high) with low <= high, both in {bounds}, got {value!r}", field=name)
-    return low, high
-
-
-def _colour(value, name: str) -> tuple[float, float, float]:
-    try:
-        colour = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field=name) from None
-    if len(colour) != 3 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in colour):
-        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field=name)
-    return colour

@@ -42,6 +42,8 @@ from torch import Tensor
 
 from .. import media
 from ..cameras import Cameras
+from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
+from ..config_checks import apply_overrides
 from ..devices import resolve_device
 from ..errors import InputError, JobCancelled, RadiantForgeError
 from ..events import EventLog, _jsonable
@@ -115,16 +117,8 @@ class _State:
 
 def resolve_config(config: Text3DConfig | None, prompt: str | None, overrides: dict) -> Text3DConfig:
     """``config`` (default Text3DConfig()) with ``overrides`` and the prompt applied and checked."""
-    config = config if config is not None else Text3DConfig()
-    if not isinstance(config, Text3DConfig):
-        raise InputError(f"expected a Text3DConfig, got {type(config).__name__}", field="config")
-    known = {f.name for f in dataclasses.fields(Text3DConfig)}
-    for name in overrides:
-        if name not in known:
-            raise InputError(f"unknown text-to-3D option; known: {', '.join(sorted(known))}", field=name)
-    if prompt is not None:
-        overrides = {**overrides, "prompt": prompt}
-    config = dataclasses.replace(config, **overrides) if overrides else dataclasses.replace(config)
+    config = apply_overrides(config, Text3DConfig, {**overrides, **({"prompt": prompt} if prompt is not None else {})},
+                             "text-to-3D")
     config.prompt = check_prompt(config.prompt)
     return config
 
@@ -234,39 +228,7 @@ def save_checkpoint(path: Path, state: _State, config: Text3DConfig) -> None:
         "elapsed": state.elapsed,
         "history": state.history,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _read_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError("no checkpoint to resume from (run without resume first)", file=path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)  # plain data only: no code runs on load
-    except Exception as exc:
-        raise InputError(f"cannot read the checkpoint: {exc}", file=path) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"not a text-to-3D checkpoint of format {CHECKPOINT_FORMAT}", file=path)
-    return payload
-
-
-def _comparable(value):
-    return [_comparable(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def _check_same_config(payload: dict, config: Text3DConfig, path: Path) -> None:
-    saved = payload["config"]
-    for name, value in dataclasses.asdict(config).items():
-        if name in RESUMABLE_FIELDS:
-            continue
-        if _comparable(saved.get(name)) != _comparable(value):
-            raise InputError(f"the checkpoint was made with {name}={saved.get(name)!r}; resume with the same value "
-                             f"(got {value!r}) or start again without resume", file=path, field=name)
+    write_checkpoint(path, payload)
 
 
 def _load_state(payload: dict, config: Text3DConfig, device: torch.device) -> _State:
@@ -603,9 +565,10 @@ def generate_3d(
     check_out_dir(out_dir, overwrite)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     device = resolve_device(config.device)
-    payload = _read_checkpoint(checkpoint_path(checkpoint_dir)) if resume else None
+    payload = read_checkpoint(checkpoint_path(checkpoint_dir), kind="text-to-3D",
+                              version=CHECKPOINT_FORMAT) if resume else None
     if payload is not None:
-        _check_same_config(payload, config, checkpoint_path(checkpoint_dir))
+        check_same_config(payload["config"], config, RESUMABLE_FIELDS, checkpoint_path(checkpoint_dir))
     model, conditioner, guidance_name = make_guidance(guidance, config, device)
     # A finished result being replaced keeps its preview until the new result is complete.
     preview_dir = checkpoint_dir if (out_dir / RESULT_FILE).is_file() else out_dir

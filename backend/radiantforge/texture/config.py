@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from ..config_checks import check_boolean, check_choice, check_colour, check_integer, check_number, check_range
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError
 from ..guidance.sds import ANNEAL_SCHEDULES, MODES, SPACES, WEIGHTINGS
@@ -105,49 +106,49 @@ class TextureConfig:
         for name in ("prompt", "negative_prompt", "model"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"expected text, got {getattr(self, name)!r}", field=name)
-        _integer(self, "steps", 1)
-        _integer(self, "batch_size", 1, MAX_BATCH_SIZE)
+        check_integer(self, "steps", 1)
+        check_integer(self, "batch_size", 1, MAX_BATCH_SIZE)
         if self.learning_rate is not None:
-            _number(self, "learning_rate", low=0.0, low_open=True)
-        _number(self, "guidance_scale", low=0.0, low_open=True)
-        _number(self, "t_min", low=0.0, high=1.0)
-        _number(self, "t_max", low=0.0, high=1.0)
+            check_number(self, "learning_rate", low=0.0, low_open=True)
+        check_number(self, "guidance_scale", low=0.0, low_open=True)
+        check_number(self, "t_min", low=0.0, high=1.0)
+        check_number(self, "t_max", low=0.0, high=1.0)
         if not self.t_min < self.t_max:
             raise InputError(f"must be below t_max={self.t_max}, got {self.t_min}", field="t_min")
-        _number(self, "anneal_t_max", low=self.t_min, high=self.t_max)
-        _choice(self, "anneal", ANNEAL_SCHEDULES)
-        _choice(self, "weighting", WEIGHTINGS)
+        check_number(self, "anneal_t_max", low=self.t_min, high=self.t_max)
+        check_choice(self, "anneal", ANNEAL_SCHEDULES)
+        check_choice(self, "weighting", WEIGHTINGS)
         if self.grad_clip is not None:
-            _number(self, "grad_clip", low=0.0, low_open=True)
-        _choice(self, "sds_space", SPACES)
-        _choice(self, "sds_mode", MODES)
-        _integer(self, "resolution", 8, MAX_RESOLUTION)
-        _integer(self, "supersample", 1, MAX_SUPERSAMPLE)
-        _integer(self, "texture_size", 4, MAX_TEXTURE_SIZE)
-        _choice(self, "texture_type", TEXTURE_TYPES)
-        _integer(self, "mlp_width", 1)
-        _integer(self, "mlp_depth", 1)
-        _integer(self, "mlp_frequencies", 0)
-        _choice(self, "shading", SHADING_MODES)
-        _number(self, "ambient", low=0.0, high=1.0)
-        _number(self, "light_spread_deg", low=0.0, high=90.0)
-        self.distance_range = _range(self, "distance_range", 0.0, math.inf, strict=True)
-        self.elevation_range_deg = _range(self, "elevation_range_deg", -90.0, 90.0)
-        self.azimuth_range_deg = _range(self, "azimuth_range_deg", -360.0, 360.0)
-        self.fov_range_deg = _range(self, "fov_range_deg", 0.0, 180.0, strict=True)
-        _choice(self, "elevation_sampling", ELEVATION_SAMPLING)
-        _boolean(self, "view_dependent_prompts")
-        self.background = _colour(self.background)
-        _integer(self, "seed", 0)
+            check_number(self, "grad_clip", low=0.0, low_open=True)
+        check_choice(self, "sds_space", SPACES)
+        check_choice(self, "sds_mode", MODES)
+        check_integer(self, "resolution", 8, MAX_RESOLUTION)
+        check_integer(self, "supersample", 1, MAX_SUPERSAMPLE)
+        check_integer(self, "texture_size", 4, MAX_TEXTURE_SIZE)
+        check_choice(self, "texture_type", TEXTURE_TYPES)
+        check_integer(self, "mlp_width", 1)
+        check_integer(self, "mlp_depth", 1)
+        check_integer(self, "mlp_frequencies", 0)
+        check_choice(self, "shading", SHADING_MODES)
+        check_number(self, "ambient", low=0.0, high=1.0)
+        check_number(self, "light_spread_deg", low=0.0, high=90.0)
+        self.distance_range = check_range(self, "distance_range", 0.0, math.inf, strict=True)
+        self.elevation_range_deg = check_range(self, "elevation_range_deg", -90.0, 90.0)
+        self.azimuth_range_deg = check_range(self, "azimuth_range_deg", -360.0, 360.0)
+        self.fov_range_deg = check_range(self, "fov_range_deg", 0.0, 180.0, strict=True)
+        check_choice(self, "elevation_sampling", ELEVATION_SAMPLING)
+        check_boolean(self, "view_dependent_prompts")
+        self.background = check_colour(self.background)
+        check_integer(self, "seed", 0)
         if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
             raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", field="device")
-        _integer(self, "checkpoint_every", 0)
+        check_integer(self, "checkpoint_every", 0)
         for name in ("progress_every", "preview_every"):
             if getattr(self, name) is not None:
-                _integer(self, name, 1)
-        _integer(self, "turntable_frames", 1)
-        _integer(self, "turntable_resolution", 8, MAX_RESOLUTION)
-        _number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
+                check_integer(self, name, 1)
+        check_integer(self, "turntable_frames", 1)
+        check_integer(self, "turntable_resolution", 8, MAX_RESOLUTION)
+        check_number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -176,58 +177,3 @@ def check_prompt(prompt) -> str:
         raise InputError("the prompt is empty; describe the texture, e.g. 'a cow with black and white patches'",
                          field="prompt")
     return prompt.strip()
-
-
-def _integer(config, name: str, minimum: int | None = None, maximum: int | None = None) -> None:
-    value = getattr(config, name)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-        setattr(config, name, value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"expected an integer, got {value!r}", field=name)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise InputError(f"expected an integer {span}, got {value}", field=name)
-
-
-def _number(config, name: str, low=None, high=None, low_open=False) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"expected a number, got {value!r}", field=name)
-    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
-        bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
-        raise InputError(f"expected a number in {bounds}, got {value}", field=name)
-    setattr(config, name, float(value))
-
-
-def _choice(config, name: str, choices) -> None:
-    if getattr(config, name) not in choices:
-        raise InputError(f"expected one of {', '.join(choices)}, got {getattr(config, name)!r}", field=name)
-
-
-def _boolean(config, name: str) -> None:
-    if not isinstance(getattr(config, name), bool):
-        raise InputError(f"expected true or false, got {getattr(config, name)!r}", field=name)
-
-
-def _range(config, name: str, lowest: float, highest: float, strict: bool = False) -> tuple[float, float]:
-    value = getattr(config, name)
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise InputError(f"expected two numbers (low, high), got {value!r}", field=name) from None
-    inside = (lowest < low and high < highest) if strict else (lowest <= low and high <= highest)
-    if not (math.isfinite(low) and math.isfinite(high) and inside and low <= high):
-        bounds = f"({lowest}, {highest})" if strict else f"[{lowest}, {highest}]"
-        raise InputError(f"expected (low, high) with low <= high, both in {bounds}, got {value!r}", field=name)
-    return low, high
-
-
-def _colour(value) -> tuple[float, float, float]:
-    try:
-        colour = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field="background") from None
-    if len(colour) != 3 or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in colour):
-        raise InputError(f"expected three numbers R, G, B in [0, 1], got {value!r}", field="background")
-    return colour

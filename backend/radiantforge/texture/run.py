@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 
 from .. import media
+from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
+from ..config_checks import apply_overrides
 from ..devices import resolve_device
 from ..errors import InputError, JobCancelled
 from ..events import EventLog, _jsonable
@@ -102,16 +104,8 @@ class _State:
 
 def resolve_config(config: TextureConfig | None, prompt: str | None, overrides: dict) -> TextureConfig:
     """``config`` (default TextureConfig()) with ``overrides`` and the prompt applied and checked."""
-    config = config if config is not None else TextureConfig()
-    if not isinstance(config, TextureConfig):
-        raise InputError(f"expected a TextureConfig, got {type(config).__name__}", field="config")
-    known = {f.name for f in dataclasses.fields(TextureConfig)}
-    for name in overrides:
-        if name not in known:
-            raise InputError(f"unknown texture option; known: {', '.join(sorted(known))}", field=name)
-    if prompt is not None:
-        overrides = {**overrides, "prompt": prompt}
-    config = dataclasses.replace(config, **overrides) if overrides else config
+    config = apply_overrides(config, TextureConfig, {**overrides, **({"prompt": prompt} if prompt is not None else {})},
+                             "texture")
     config.prompt = check_prompt(config.prompt)
     return config
 
@@ -222,38 +216,7 @@ def save_checkpoint(path: Path, state: _State, config: TextureConfig, prepared: 
             name: getattr(prepared.mesh, name).cpu() for name in ("vertices", "faces", "vertex_normals", "uvs",
                                                                    "face_uvs")},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _read_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError("no checkpoint to resume from (run without resume first)", file=path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which and why
-        raise InputError(f"cannot read the checkpoint: {exc}", file=path) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"not a texture checkpoint of format {CHECKPOINT_FORMAT}", file=path)
-    return payload
-
-
-def _check_same_config(payload: dict, config: TextureConfig, path: Path) -> None:
-    saved_config = payload["config"]
-    for name, value in dataclasses.asdict(config).items():
-        if name in RESUMABLE_FIELDS:
-            continue
-        saved = saved_config.get(name)
-        if isinstance(value, tuple) and saved is not None:
-            saved = tuple(saved)
-        if saved != value:
-            raise InputError(f"the checkpoint was made with {name}={saved!r}; resume with the same value (got "
-                             f"{value!r}) or start again", file=path, field=name)
+    write_checkpoint(path, payload)
 
 
 def restore_atlas(payload: dict, prepared: PreparedMesh) -> PreparedMesh:
@@ -483,9 +446,11 @@ def texture_mesh(
     check_out_dir(out_dir, overwrite)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     device = resolve_device(config.device)
-    payload = _read_checkpoint(checkpoint_path(checkpoint_dir)) if resume else None
+    # weights_only=False: the payload holds the mesh fingerprint and atlas as written by this module.
+    payload = read_checkpoint(checkpoint_path(checkpoint_dir), kind="texture", version=CHECKPOINT_FORMAT,
+                              weights_only=False) if resume else None
     if payload is not None:
-        _check_same_config(payload, config, checkpoint_path(checkpoint_dir))
+        check_same_config(payload["config"], config, RESUMABLE_FIELDS, checkpoint_path(checkpoint_dir))
     prepared = prepare_mesh(mesh_path, atlas_resolution=config.texture_size)
     if payload is not None:
         prepared = restore_atlas(payload, prepared)
