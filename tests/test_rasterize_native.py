@@ -269,3 +269,12 @@ def test_fast_exp_is_accurate():
         expected = np.array([math.exp(-float(v)) for v in x])
         relative = np.abs(evaluate(x).astype(np.float64) - expected) / expected
         assert relative.max() < bound, f"{dtype.__name__}: {relative.max()}"
+
+
+def test_getting_ready_leaves_the_global_random_state_alone(monkeypatch):
+    """The warm-up must draw nothing from torch's global RNG: a training run resumed from a checkpoint
+    restores that RNG just before and must draw the same numbers as the run it continues."""
+    monkeypatch.setattr(native, "_ready_dtypes", set())  # as in a fresh process
+    before = torch.get_rng_state()
+    assert native.ensure_ready(torch.float32, required=True)
+    assert torch.equal(torch.get_rng_state(), before)

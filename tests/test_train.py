@@ -234,9 +234,10 @@ def test_cap_on_the_number_of_gaussians_holds(dataset, tmp_path):
     assert result.n_gaussians <= cap
 
 
-def test_stop_checkpoints_and_resume_is_bit_exact(dataset, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_stop_checkpoints_and_resume_is_bit_exact(dataset, tmp_path, backend):
     iters, stop_after = 80, 30  # the strategy refines and resets at step 30, using statistics from before the stop
-    options = {**FAST_OPTIONS, "test_renders": False, "progress_every": 10}
+    options = {**FAST_OPTIONS, "test_renders": False, "progress_every": 10, "rasterize_backend": backend}
 
     straight = train_gaussians(dataset, tmp_path / "straight", iters=iters, **options)
 

@@ -108,7 +108,12 @@ def _warm_up(dtype: torch.dtype) -> None:
     opacities = torch.tensor([0.8, 0.6], dtype=dtype, requires_grad=True)
     viewmats = torch.eye(4, dtype=dtype)[None]
     Ks = torch.tensor([[[16.0, 0.0, 8.0], [0.0, 16.0, 8.0], [0.0, 0.0, 1.0]]], dtype=dtype)
-    for colors, degree in ((torch.rand(2, 4, 3, dtype=dtype), 1), (torch.rand(2, 3, dtype=dtype), None)):
+    # Colours from a generator of its own: the global RNG belongs to the caller (a training run that
+    # resumes from a checkpoint has just restored it, and must draw the same numbers as before).
+    generator = torch.Generator().manual_seed(0)
+    sh_coeffs = torch.rand(2, 4, 3, dtype=dtype, generator=generator)
+    features = torch.rand(2, 3, dtype=dtype, generator=generator)
+    for colors, degree in ((sh_coeffs, 1), (features, None)):
         colors.requires_grad_(True)
         image, alpha, depth, _ = rasterize_native(
             means, quats, scales, opacities, colors, viewmats, Ks, 16, 16, sh_degree=degree,
