@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, quoted
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 # Gaussian rasterizer implementations (radiantforge.gaussians.rasterize): "auto" picks native on
@@ -25,7 +25,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     base = name.split(":")[0]
     if base not in DEVICE_CHOICES:
-        raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {device!r}", field="device")
+        raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {quoted(device)}", field="device")
     if base == "cuda" and not torch.cuda.is_available():
         raise InputError("CUDA was requested but torch sees no CUDA device", field="device")
     if base == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radiantforge.errors import InputError
+from radiantforge.errors import InputError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def read_ply_header(data: bytes, path: str | Path) -> PlyHeader:
         elif keyword == "format":
             if len(words) != 3 or words[1] not in PLY_FORMATS:
                 raise InputError(
-                    f"unknown format {raw_line.strip()!r}; expected ascii, binary_little_endian or "
+                    f"unknown format {quoted(raw_line.strip())}; expected ascii, binary_little_endian or "
                     "binary_big_endian",
                     file=path,
                     field=where,
@@ -119,14 +119,14 @@ def read_ply_header(data: bytes, path: str | Path) -> PlyHeader:
             fmt = words[1]
         elif keyword == "element":
             if len(words) != 3 or not words[2].isdigit():
-                raise InputError(f"malformed element line {raw_line.strip()!r}", file=path, field=where)
+                raise InputError(f"malformed element line {quoted(raw_line.strip())}", file=path, field=where)
             elements.append(PlyElement(words[1], int(words[2]), []))
         elif keyword == "property":
             if not elements:
                 raise InputError("property line before any element line", file=path, field=where)
             elements[-1].properties.append(_parse_property_line(words, raw_line, path, where))
         else:
-            raise InputError(f"unknown header keyword {keyword!r}", file=path, field=where)
+            raise InputError(f"unknown header keyword {quoted(keyword)}", file=path, field=where)
     if fmt is None:
         raise InputError("PLY header has no 'format' line", file=path, field="header")
     return PlyHeader(fmt, elements, comments, body_offset)
@@ -143,7 +143,7 @@ def _parse_property_line(words: list[str], raw_line: str, path, where: str) -> P
     ):
         return PlyProperty(words[4], PLY_SCALAR_TYPES[words[3]], PLY_SCALAR_TYPES[words[2]])
     raise InputError(
-        f"malformed property line {raw_line.strip()!r}; expected 'property TYPE NAME' or "
+        f"malformed property line {quoted(raw_line.strip())}; expected 'property TYPE NAME' or "
         f"'property list COUNT_TYPE ITEM_TYPE NAME' with TYPE one of {sorted(set(PLY_SCALAR_TYPES))}",
         file=path,
         field=where,
@@ -186,7 +186,7 @@ def _read_binary_vertices(data: bytes, header: PlyHeader, path: Path) -> dict[st
         needed = row_dtype.itemsize * element.count
         if offset + needed > len(data):
             raise InputError(
-                f"file is truncated: element {element.name!r} needs {needed} bytes "
+                f"file is truncated: element {quoted(element.name)} needs {needed} bytes "
                 f"({element.count} rows of {row_dtype.itemsize}) but only {len(data) - offset} remain",
                 file=path,
                 field=element.name,
@@ -214,9 +214,9 @@ def _walk_binary_list_element(data: bytes, offset: int, element: PlyElement, byt
                     scalar_columns[prop.name].append(value)
                     offset += struct.calcsize(item_fmt)
     except struct.error:
-        raise InputError(f"file is truncated inside element {element.name!r}", file=path, field=element.name) from None
+        raise InputError(f"file is truncated inside element {quoted(element.name)}", file=path, field=element.name) from None
     if offset > len(data):
-        raise InputError(f"file is truncated inside element {element.name!r}", file=path, field=element.name)
+        raise InputError(f"file is truncated inside element {quoted(element.name)}", file=path, field=element.name)
     columns = {
         p.name: np.asarray(scalar_columns[p.name], dtype=p.type_code)
         for p in element.properties
@@ -239,7 +239,7 @@ def _read_ascii_vertices(data: bytes, header: PlyHeader, path: Path) -> dict[str
         needed = n_props * element.count
         if position + needed > len(tokens):
             raise InputError(
-                f"file ends early: element {element.name!r} needs {element.count} rows of {n_props} "
+                f"file ends early: element {quoted(element.name)} needs {element.count} rows of {n_props} "
                 f"values but only {len(tokens) - position} values remain",
                 file=path,
                 field=element.name,
@@ -250,7 +250,7 @@ def _read_ascii_vertices(data: bytes, header: PlyHeader, path: Path) -> dict[str
                 values = np.array(block, dtype=np.bytes_).astype(np.float64).reshape(element.count, n_props)
             except ValueError:
                 bad = next(t for t in block if not _is_number(t))
-                raise InputError(f"not a number: {bad[:40]!r}", file=path, field="vertex") from None
+                raise InputError(f"not a number: {quoted(bad[:40])}", file=path, field="vertex") from None
             return {p.name: values[:, i].astype(p.type_code) for i, p in enumerate(element.properties)}
         position += needed
     raise AssertionError("unreachable: the vertex element was checked to exist")
@@ -267,11 +267,11 @@ def _walk_ascii_list_element(tokens: list[bytes], position: int, element: PlyEle
                     scalar_columns[prop.name].append(float(tokens[position]))
                     position += 1
     except IndexError:
-        raise InputError(f"file ends inside element {element.name!r}", file=path, field=element.name) from None
+        raise InputError(f"file ends inside element {quoted(element.name)}", file=path, field=element.name) from None
     except ValueError:
-        raise InputError(f"not a number: {tokens[position][:40]!r}", file=path, field=element.name) from None
+        raise InputError(f"not a number: {quoted(tokens[position][:40])}", file=path, field=element.name) from None
     if position > len(tokens):
-        raise InputError(f"file ends inside element {element.name!r}", file=path, field=element.name)
+        raise InputError(f"file ends inside element {quoted(element.name)}", file=path, field=element.name)
     columns = {
         p.name: np.asarray(scalar_columns[p.name], dtype=np.float64).astype(p.type_code)
         for p in element.properties
@@ -332,6 +332,30 @@ class PointCloud:
         return self.xyz.shape[0]
 
 
+def check_points_ply(path: str | Path) -> PlyHeader:
+    """Read only the header of a point-cloud PLY and check it has vertices with x, y, z (nothing
+    else is read: the service checks uploads with it). Raises InputError like :func:`read_points_ply`."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_HEADER_BYTES)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", file=path) from None
+    header = read_ply_header(data, path)
+    vertex = next((e for e in header.elements if e.name == "vertex"), None)
+    if vertex is None:
+        names = ", ".join(e.name for e in header.elements) or "none"
+        raise InputError(f"PLY file has no 'vertex' element (elements: {names})", file=path, field="vertex")
+    names = [p.name for p in vertex.properties if p.list_count_type_code is None]
+    for axis in ("x", "y", "z"):
+        if axis not in names:
+            raise InputError(f"vertex element has no property {quoted(axis)} (properties: {', '.join(names) or 'none'})",
+                             file=path, field=axis)
+    if vertex.count == 0:
+        raise InputError("the file holds no vertices", file=path, field="vertex")
+    return header
+
+
 def read_points_ply(path: str | Path) -> PointCloud:
     """Read the vertices of a PLY file as a coloured point cloud.
 
@@ -345,7 +369,7 @@ def read_points_ply(path: str | Path) -> PointCloud:
     for axis in ("x", "y", "z"):
         if axis not in columns:
             raise InputError(
-                f"vertex element has no property {axis!r} (properties: {', '.join(columns) or 'none'})",
+                f"vertex element has no property {quoted(axis)} (properties: {', '.join(columns) or 'none'})",
                 file=path,
                 field=axis,
             )

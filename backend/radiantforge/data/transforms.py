@@ -22,8 +22,11 @@ file (nerfstudio allows per-frame intrinsics):
 - principal point: ``cx``, ``cy`` (pixels, pixel centres at +0.5), else the image centre;
 - ``w``, ``h``: the image size in pixels; when given, the image on disk must have it.
 
-``file_path`` is relative to the json's folder. Without an image extension (NeRF-synthetic's
-``./train/r_0``) it names a PNG; with one (``images/frame_00001.jpg``) it is used as given.
+``file_path`` is relative to the json's folder and stays inside it: an absolute path or one that
+climbs out with ``..`` is refused (a dataset is one folder: a job's ``data/``, an upload), as is
+``ply_file_path``. Without an image extension (NeRF-synthetic's ``./train/r_0``) it names a PNG;
+with one (``images/frame_00001.jpg``) it is used as given. An image has at most
+``MAX_IMAGE_PIXELS`` pixels.
 Images may be RGB or RGBA (PNG, JPG, ...); RGBA images are composited over the background
 colour: ``rgb * a + background * (1 - a)``. All images of a split must have the same size.
 
@@ -32,6 +35,10 @@ Downscaling by ``downscale`` (2 = half the width and height) resizes with area a
 
 Every problem with the input raises :class:`~radiantforge.errors.InputError` naming the file and
 the field (``frames[3].transform_matrix``, ``camera_angle_x`` ...).
+
+:func:`check_nerf_dataset` makes every check that needs no pixels (the json files, the paths, the
+images' headers: size, and that they are images) without decoding anything: what the service
+runs on an upload before it queues it. :func:`load_nerf_dataset` decodes.
 """
 
 from __future__ import annotations
@@ -49,8 +56,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from radiantforge.cameras import Cameras, focal_from_fov
-from radiantforge.data.pointcloud import PointCloud, read_points_ply
-from radiantforge.errors import InputError
+from radiantforge.data.pointcloud import PointCloud, check_points_ply, read_points_ply
+from radiantforge.errors import InputError, quoted, shorten
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,10 @@ POINTS_FILE_KEY = "ply_file_path"  # nerfstudio names its point cloud in transfo
 
 # Single-file datasets: every HOLDOUT_EVERY-th frame (starting with the first) is a test view.
 HOLDOUT_EVERY = 8
+
+# The most pixels an image may have: an 8K frame (7680 x 4320) is 33 MP; decoded as float RGBA,
+# this cap is 640 MB for one image. Larger photos are downscaled before training anyway.
+MAX_IMAGE_PIXELS = 40_000_000
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_IMAGE_SUFFIX = ".png"  # NeRF-synthetic file_path entries have none
@@ -180,7 +191,7 @@ def load_nerf_dataset(
     wanted = ["train", *(s for s in splits if s != "train")]
     for split in wanted:
         if split not in SPLIT_FILES:
-            raise InputError(f"unknown split {split!r}; expected some of {list(SPLIT_FILES)}", field="splits")
+            raise InputError(f"unknown split {quoted(split)}; expected some of {list(SPLIT_FILES)}", field="splits")
 
     root = Path(root)
     dataset_dir = _find_dataset_folder(root)
@@ -201,6 +212,53 @@ def load_nerf_dataset(
     return NerfDataset(root=dataset_dir, splits=loaded, background=background_t, points=points, notes=notes)
 
 
+@dataclass
+class DatasetSummary:
+    """What :func:`check_nerf_dataset` found: per split, the frame count and the image size on disk."""
+
+    root: Path
+    frames: dict[str, int]
+    image_sizes: dict[str, tuple[int, int]]  # split -> (W, H)
+    has_points: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def check_nerf_dataset(
+    root: str | Path,
+    *,
+    downscale: float = 1,
+    background=(1.0, 1.0, 1.0),
+    splits=("train", "test", "val"),
+) -> DatasetSummary:
+    """Every check of :func:`load_nerf_dataset` that needs no pixels: the json files, the frames,
+    the paths (inside the dataset folder), the images' headers (readable as images, sizes, the
+    ``w``/``h`` and intrinsics they must fit) and the point cloud's header. Decodes nothing, so
+    its cost is a few reads per image whatever the images hold. Raises InputError like the loader.
+    """
+    _check_downscale(downscale)
+    _check_background(background)
+    wanted = ["train", *(s for s in splits if s != "train")]
+    root = Path(root)
+    dataset_dir = _find_dataset_folder(root)
+    notes: list[str] = []
+    documents: dict[Path, dict] = {}
+    specs_by_split = _frame_specs_by_split(dataset_dir, wanted, documents, notes)
+    sizes = {}
+    for split, specs in specs_by_split.items():
+        for spec in specs:
+            width, height = _probe_image(spec)
+            _intrinsics(spec, width, height)
+            if split not in sizes:
+                sizes[split] = (width, height)
+            elif sizes[split] != (width, height):
+                _raise_size_mismatch(spec, (width, height), specs[0], sizes[split])
+    points_file = _points_file(root, dataset_dir, documents)
+    if points_file is not None:
+        check_points_ply(points_file)
+    return DatasetSummary(dataset_dir, {split: len(specs) for split, specs in specs_by_split.items()}, sizes,
+                          points_file is not None, notes)
+
+
 # ----------------------------------------------------------------------------- arguments
 
 
@@ -208,9 +266,9 @@ def _check_downscale(downscale) -> float:
     try:
         value = float(downscale)
     except (TypeError, ValueError):
-        raise InputError(f"must be a number >= 1, got {downscale!r}", field="downscale") from None
+        raise InputError(f"must be a number >= 1, got {quoted(downscale)}", field="downscale") from None
     if not math.isfinite(value) or value < 1:
-        raise InputError(f"must be a number >= 1, got {downscale!r}", field="downscale")
+        raise InputError(f"must be a number >= 1, got {quoted(downscale)}", field="downscale")
     return value
 
 
@@ -218,9 +276,9 @@ def _check_background(background) -> torch.Tensor:
     try:
         values = [float(v) for v in background]
     except (TypeError, ValueError):
-        raise InputError(f"must be three numbers in [0, 1], got {background!r}", field="background") from None
+        raise InputError(f"must be three numbers in [0, 1], got {quoted(background)}", field="background") from None
     if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
-        raise InputError(f"must be three numbers in [0, 1], got {background!r}", field="background")
+        raise InputError(f"must be three numbers in [0, 1], got {quoted(background)}", field="background")
     return torch.tensor(values, dtype=torch.float32)
 
 
@@ -308,12 +366,12 @@ def _frame_spec(json_path: Path, document: dict, index: int, frame) -> _FrameSpe
         raise InputError(f"must be an object, found {type(frame).__name__}", file=json_path, field=where)
     name = frame.get("file_path")
     if not isinstance(name, str) or not name.strip():
-        problem = "missing" if "file_path" not in frame else f"must be a non-empty string, found {name!r}"
+        problem = "missing" if "file_path" not in frame else f"must be a non-empty string, found {quoted(name)}"
         raise InputError(problem, file=json_path, field=f"{where}.file_path")
     camera_model = frame.get("camera_model", document.get("camera_model"))
     if camera_model is not None and camera_model not in PINHOLE_CAMERA_MODELS:
         raise InputError(
-            f"camera model {camera_model!r} is not supported; expected a pinhole model "
+            f"camera model {quoted(camera_model)} is not supported; expected a pinhole model "
             f"({', '.join(sorted(PINHOLE_CAMERA_MODELS))})",
             file=json_path,
             field=f"{where}.camera_model" if "camera_model" in frame else "camera_model",
@@ -329,13 +387,33 @@ def _frame_spec(json_path: Path, document: dict, index: int, frame) -> _FrameSpe
     )
 
 
+def confined_path(folder: Path, name: str, json_path: Path, field_name: str) -> Path:
+    """``folder / name`` for a path written in a dataset file, which must stay inside ``folder``.
+
+    Refused without looking at the disk (so the message tells nothing about files elsewhere):
+    absolute paths, drive letters, ``..`` components, NUL characters.
+    """
+    normalized = name.replace("\\", "/")
+    parts = [p for p in normalized.split("/") if p not in ("", ".")]
+    if "\x00" in name or normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":") or ".." in parts \
+            or not parts:
+        raise InputError(f"must be a path inside the dataset folder (relative, without '..'), got {quoted(name)}",
+                         file=json_path, field=field_name)
+    return folder.joinpath(*parts)
+
+
 def _image_path(json_path: Path, index: int, name: str) -> Path:
-    given = json_path.parent / name  # an absolute file_path stays absolute
+    field_name = f"frames[{index}].file_path"
+    given = confined_path(json_path.parent, name, json_path, field_name)
     candidates = [given] if given.suffix.lower() in IMAGE_SUFFIXES else [Path(f"{given}{DEFAULT_IMAGE_SUFFIX}"), given]
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"image not found: {candidates[0]}", file=json_path, field=f"frames[{index}].file_path")
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name the file system refuses (too long): not found either
+            pass
+    shown = candidates[0].relative_to(json_path.parent).as_posix()
+    raise InputError(f"image not found: {quoted(shown)} (in the dataset folder)", file=json_path, field=field_name)
 
 
 def _is_number(value) -> bool:
@@ -392,7 +470,7 @@ def _lookup(spec: _FrameSpec, *keys: str):
 
 def _positive_number(spec: _FrameSpec, value, field_name: str, what: str) -> float:
     if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"must be a positive number ({what}), found {value!r}", file=spec.json_path, field=field_name)
+        raise InputError(f"must be a positive number ({what}), found {quoted(value)}", file=spec.json_path, field=field_name)
     return float(value)
 
 
@@ -442,7 +520,7 @@ def _intrinsics(spec: _FrameSpec, width: int, height: int) -> np.ndarray:
             continue
         if not _is_number(value) or not math.isfinite(value) or not 0 < value < size:
             raise InputError(
-                f"principal point {value!r} lies outside the {width}x{height} image "
+                f"principal point {quoted(value)} lies outside the {width}x{height} image "
                 "(are the intrinsics for another resolution?)",
                 file=spec.json_path,
                 field=field_name,
@@ -454,7 +532,7 @@ def _intrinsics(spec: _FrameSpec, width: int, height: int) -> np.ndarray:
 def _field_of_view(spec: _FrameSpec, value, field_name: str) -> float:
     if not _is_number(value) or not math.isfinite(value) or not 0 < value < math.pi:
         raise InputError(
-            f"must be an angle in radians between 0 and pi, found {value!r}", file=spec.json_path, field=field_name
+            f"must be an angle in radians between 0 and pi, found {quoted(value)}", file=spec.json_path, field=field_name
         )
     return float(value)
 
@@ -469,11 +547,31 @@ def _note_ignored_distortion(path: Path, document: dict, notes: list) -> None:
 # ----------------------------------------------------------------------------- images
 
 
+def _check_pixel_count(spec: _FrameSpec, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"image {spec.image_path.name} is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+                         "an image may have; downscale the images first", file=spec.json_path,
+                         field=f"frames[{spec.index}].file_path")
+
+
+def _probe_image(spec: _FrameSpec) -> tuple[int, int]:
+    """(W, H) of a frame's image from its header (nothing is decoded); InputError when it is no image."""
+    try:
+        with Image.open(spec.image_path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise InputError(f"cannot read image {spec.image_path.name}: {shorten(str(exc))}", file=spec.json_path,
+                         field=f"frames[{spec.index}].file_path") from None
+    _check_pixel_count(spec, width, height)
+    return width, height
+
+
 def _read_image(spec: _FrameSpec) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W, 3) float32 colour and (H, W, 1) float32 alpha (None without an alpha channel)."""
     where = f"frames[{spec.index}].file_path"
     try:
         with Image.open(spec.image_path) as image:
+            _check_pixel_count(spec, *image.size)
             image.load()
             mode = image.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale
@@ -484,9 +582,9 @@ def _read_image(spec: _FrameSpec) -> tuple[np.ndarray, np.ndarray | None]:
             )
             converted = image.convert("RGBA" if has_alpha else "RGB")
             pixels = np.asarray(converted, dtype=np.float32) / UINT8_MAX
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         raise InputError(
-            f"cannot read image {spec.image_path}: {exc}", file=spec.json_path, field=where
+            f"cannot read image {spec.image_path.name}: {shorten(str(exc))}", file=spec.json_path, field=where
         ) from None
     if has_alpha:
         return pixels[..., :3], pixels[..., 3:4]
@@ -543,6 +641,15 @@ def _load_view(spec: _FrameSpec, downscale: float, background: np.ndarray) -> _L
     return _LoadedView(rgb.astype(np.float32), alpha, intrinsics, (width, height))
 
 
+def _raise_size_mismatch(spec: _FrameSpec, size: tuple[int, int], first: _FrameSpec, first_size: tuple[int, int]):
+    raise InputError(
+        f"image is {size[0]}x{size[1]} pixels but the first image of this split ({shorten(first.name)}) is "
+        f"{first_size[0]}x{first_size[1]}; all images of a split must have the same size",
+        file=spec.json_path,
+        field=f"frames[{spec.index}].file_path",
+    )
+
+
 def _load_split(specs: list[_FrameSpec], downscale: float, background: np.ndarray) -> ViewSet:
     # Image decoding releases the GIL, so threads overlap it; map() keeps frame order, so the
     # first bad frame in the file is the one reported. Views are copied into one preallocated
@@ -558,13 +665,7 @@ def _load_split(specs: list[_FrameSpec], downscale: float, background: np.ndarra
                 first_size = view.source_size
                 images = np.empty((len(specs), *view.rgb.shape), np.float32)
             elif view.source_size != first_size:
-                raise InputError(
-                    f"image is {view.source_size[0]}x{view.source_size[1]} pixels but the first image of "
-                    f"this split ({specs[0].name}) is {first_size[0]}x{first_size[1]}; "
-                    "all images of a split must have the same size",
-                    file=spec.json_path,
-                    field=f"frames[{spec.index}].file_path",
-                )
+                _raise_size_mismatch(spec, view.source_size, specs[0], first_size)
             images[position] = view.rgb
             if view.alpha is not None and alphas is None:
                 # Images before the first one with alpha had none: they are opaque.
@@ -594,14 +695,25 @@ def _load_split(specs: list[_FrameSpec], downscale: float, background: np.ndarra
 # ----------------------------------------------------------------------------- points
 
 
-def _load_points(root: Path, dataset_dir: Path, documents: dict[Path, dict]) -> PointCloud | None:
+def _points_file(root: Path, dataset_dir: Path, documents: dict[Path, dict]) -> Path | None:
+    """The point cloud a dataset names (``ply_file_path``, inside its folder) or holds (points3d.ply)."""
     for path, document in documents.items():
         if POINTS_FILE_KEY in document:
             value = document[POINTS_FILE_KEY]
-            if not isinstance(value, str) or not (path.parent / value).is_file():
-                raise InputError(f"point cloud not found: {value!r}", file=path, field=POINTS_FILE_KEY)
-            return read_points_ply(path.parent / value)
+            if not isinstance(value, str):
+                raise InputError(f"must be a path inside the dataset folder, got {quoted(value)}", file=path,
+                                 field=POINTS_FILE_KEY)
+            points = confined_path(path.parent, value, path, POINTS_FILE_KEY)
+            if not points.is_file():
+                raise InputError(f"point cloud not found: {quoted(value)} (in the dataset folder)", file=path,
+                                 field=POINTS_FILE_KEY)
+            return points
     for folder in (dataset_dir, root):
         if (folder / POINTS_FILE).is_file():
-            return read_points_ply(folder / POINTS_FILE)
+            return folder / POINTS_FILE
     return None
+
+
+def _load_points(root: Path, dataset_dir: Path, documents: dict[Path, dict]) -> PointCloud | None:
+    points_file = _points_file(root, dataset_dir, documents)
+    return None if points_file is None else read_points_ply(points_file)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from radiantforge.data.pointcloud import ply_header_bytes, read_ply_vertices, write_file_atomically
-from radiantforge.errors import InputError
+from radiantforge.errors import InputError, quoted
 from radiantforge.gaussians.splats import GaussianSplats, sh_degree_from_count
 
 N_COLOUR_CHANNELS = 3
@@ -109,7 +109,7 @@ def load_gaussian_ply(path: str | Path) -> GaussianSplats:
     for name in REQUIRED_PROPERTIES:
         if name not in columns:
             raise InputError(
-                f"vertex property {name!r} is missing; a 3DGS PLY needs "
+                f"vertex property {quoted(name)} is missing; a 3DGS PLY needs "
                 f"{' '.join(REQUIRED_PROPERTIES)} (and f_rest_* for SH degree > 0)",
                 file=path,
                 field=name,

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..devices import resolve_device
-from ..errors import InputError
+from ..errors import InputError, quoted
 from .sds import GuidanceModel
 
 MODEL_ALIASES = {
@@ -101,11 +101,17 @@ def _weights_variant(component_dir: Path) -> str | None | bool:
     return False
 
 
-def resolve_model_folder(model: str | os.PathLike = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None) -> Path:
+def resolve_model_folder(model: str | os.PathLike = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None,
+                         allowed_roots: Sequence[str | os.PathLike] | None = None) -> Path:
     """The folder holding ``model``: a local folder, or the cached snapshot of a Hugging Face id or alias.
 
+    allowed_roots: when given (the service passes its ``--model-dir`` folders), a folder must be an
+        absolute path inside one of them, and an ``org/name`` is only ever a Hugging Face id, never
+        a relative folder; None (the command line, Python) takes any folder.
     Never touches the network. Raises InputError with download instructions when the model is absent.
     """
+    if allowed_roots is not None:
+        return _resolve_confined_model(str(model).strip(), cache_dir, [Path(r) for r in allowed_roots])
     text = str(model).strip()
     if not text:
         raise InputError("no model given; " + download_instructions(MODEL_ALIASES[DEFAULT_MODEL], hf_hub_cache_dir()),
@@ -128,11 +134,42 @@ def resolve_model_folder(model: str | os.PathLike = DEFAULT_MODEL, cache_dir: st
         folder = Path(snapshot_download(repo_id, cache_dir=str(cache), local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError) as error:
         not_a_folder = "" if text in MODEL_ALIASES else f" (and there is no folder {path.resolve()})"
-        raise InputError(f"Stable Diffusion model {repo_id!r} is not in the Hugging Face cache at {cache}{not_a_folder}; "
+        raise InputError(f"Stable Diffusion model {quoted(repo_id)} is not in the Hugging Face cache at {cache}{not_a_folder}; "
                          f"models are never downloaded automatically: "
                          + download_instructions(repo_id, cache), field="model") from error
     check_model_folder(folder, repo_id)
     return folder
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return text in MODEL_ALIASES or (bool(_REPO_ID.match(text)) and not text.startswith((".", "~")))
+
+
+def _resolve_confined_model(text: str, cache_dir, roots: list[Path]) -> Path:
+    """resolve_model_folder for a job from a client: ids from the cache, folders only inside ``roots``.
+
+    A folder outside the roots is refused with the same message whether it exists or not, so a
+    client learns nothing about the service's disk.
+    """
+    if not text or _looks_like_hub_id(text):
+        return resolve_model_folder(text or DEFAULT_MODEL, cache_dir)  # never a relative folder: see _looks_like_hub_id
+    places = ", ".join(str(r) for r in roots) if roots else "none: the service was started without --model-dir"
+    refusal = InputError(f"{quoted(text)} is neither a Hugging Face id (org/name) in the service's cache nor one of "
+                         f"{', '.join(MODEL_ALIASES)}; a model folder must be an absolute path inside the service's "
+                         f"model folders ({places})", field="model")
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        raise refusal
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        raise refusal from None
+    if not any(resolved.is_relative_to(root.expanduser().resolve()) for root in roots):
+        raise refusal
+    if not resolved.is_dir():
+        raise InputError(f"no model folder at {path} (inside the service's model folders)", field="model")
+    check_model_folder(resolved)
+    return resolved
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -168,7 +205,7 @@ class StableDiffusionGuidance(GuidanceModel):
         self.alphas_cumprod = scheduler.alphas_cumprod.float().to(device)
         self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise InputError(f"unsupported prediction_type {self.prediction_type!r}", file=folder, field="scheduler")
+            raise InputError(f"unsupported prediction_type {quoted(self.prediction_type)}", file=folder, field="scheduler")
         self.vae_downsampling = 2 ** (len(vae.config.block_out_channels) - 1)
         self.native_resolution = int(unet.config.sample_size) * self.vae_downsampling
         self._embedding_cache: dict[str, torch.Tensor] = {}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from radiantforge.errors import InputError
+from radiantforge.errors import InputError, quoted
 from radiantforge.mesh.raster import check_triangles
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
@@ -139,7 +139,7 @@ def load_mesh(path: str | Path, *, up_axis: str = "auto", generate_uvs: bool = F
     path = Path(path)
     suffix = path.suffix.lower()
     if up_axis not in UP_AXES:
-        raise InputError(f"expected one of {', '.join(UP_AXES)}, got {up_axis!r}", field="up_axis")
+        raise InputError(f"expected one of {', '.join(UP_AXES)}, got {quoted(up_axis)}", field="up_axis")
     if not path.is_file():
         raise InputError("no such file", file=path)
     if suffix not in MESH_SUFFIXES:
@@ -150,7 +150,11 @@ def load_mesh(path: str | Path, *, up_axis: str = "auto", generate_uvs: bool = F
     try:
         # process=False keeps vertices and faces as stored (no merging); OBJ vertices are still
         # split where their UVs differ, so every corner keeps its own UV.
-        loaded = trimesh.load(str(path), process=False)
+        # Files a mesh refers to (an OBJ's .mtl and textures, a glTF's buffers and images) are read
+        # from its own folder only: a name that climbs out with '..' or is absolute is refused.
+        from trimesh.resolvers import FilePathResolver
+
+        loaded = trimesh.load(str(path), process=False, resolver=FilePathResolver(str(path), allow_anywhere=False))
     except Exception as error:  # trimesh raises many kinds; the user needs the file and the reason
         raise InputError(f"could not be read as a mesh ({type(error).__name__}: {error})", file=path) from error
     if isinstance(loaded, trimesh.Scene):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from ..config_checks import check_boolean, check_choice, check_colour, check_integer, check_number, check_range
+from ..config_checks import (MAX_GUIDED_STEPS, MAX_MLP_DEPTH, MAX_MLP_WIDTH, MAX_SEED, MAX_TURNTABLE_FRAMES,
+                             check_boolean, check_choice, check_colour, check_integer, check_number, check_range)
 from ..devices import DEVICE_CHOICES
-from ..errors import InputError
+from ..errors import InputError, quoted
 from ..guidance.sds import ANNEAL_SCHEDULES, MODES, SPACES, WEIGHTINGS
 from ..nerf.field import BACKGROUND_MODES, ENCODINGS
 from ..nerf.render import NORMAL_DIFFERENCES, SHADING_MODES
@@ -147,7 +148,7 @@ class Text3DConfig:
     def __post_init__(self):
         for name in ("prompt", "negative_prompt", "model"):
             if not isinstance(getattr(self, name), str):
-                raise InputError(f"expected text, got {getattr(self, name)!r}", field=name)
+                raise InputError(f"expected text, got {quoted(getattr(self, name))}", field=name)
         check_boolean(self, "view_dependent_prompts")
         check_number(self, "guidance_scale", low=0.0, low_open=True)
         check_number(self, "t_min", low=0.0, high=1.0)
@@ -162,9 +163,9 @@ class Text3DConfig:
         check_choice(self, "sds_space", SPACES)
         check_choice(self, "sds_mode", MODES)
 
-        check_integer(self, "steps", 1)
+        check_integer(self, "steps", 1, MAX_GUIDED_STEPS)
         check_integer(self, "batch_size", 1, MAX_BATCH_SIZE)
-        check_integer(self, "seed", 0)
+        check_integer(self, "seed", 0, MAX_SEED)
         check_number(self, "learning_rate", low=0.0, low_open=True)
         check_number(self, "network_learning_rate", low=0.0, low_open=True)
 
@@ -193,8 +194,8 @@ class Text3DConfig:
 
         check_choice(self, "encoding", ENCODINGS)
         check_number(self, "bound", low=0.0, low_open=True)
-        check_integer(self, "hidden_dim", 1)
-        check_integer(self, "hidden_layers", 0)
+        check_integer(self, "hidden_dim", 1, MAX_MLP_WIDTH)
+        check_integer(self, "hidden_layers", 0, MAX_MLP_DEPTH)
         check_number(self, "blob_density", low=0.0)
         check_number(self, "blob_radius", low=0.0, low_open=True)
         check_choice(self, "background", BACKGROUND_MODES)
@@ -210,13 +211,13 @@ class Text3DConfig:
             raise InputError(f"expected 0 (no decimation) or at least 4, got {self.target_faces}", field="target_faces")
         check_integer(self, "texture_size", 8, MAX_TEXTURE_SIZE)
 
-        check_integer(self, "turntable_frames", 1)
+        check_integer(self, "turntable_frames", 1, MAX_TURNTABLE_FRAMES)
         check_integer(self, "turntable_resolution", 8, MAX_RESOLUTION * 2)
         check_number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
         check_choice(self, "turntable_shading", SHADING_MODES)
 
         if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
-            raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", field="device")
+            raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {quoted(self.device)}", field="device")
         check_integer(self, "checkpoint_every", 0)
         for name in ("progress_every", "preview_every"):
             if getattr(self, name) is not None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from ..config_checks import check_boolean, check_choice, check_colour, check_integer, check_number, check_range
+from ..config_checks import (MAX_FREQUENCIES, MAX_GUIDED_STEPS, MAX_MLP_DEPTH, MAX_MLP_WIDTH, MAX_SEED,
+                             MAX_TURNTABLE_FRAMES, check_boolean, check_choice, check_colour, check_integer,
+                             check_number, check_range)
 from ..devices import DEVICE_CHOICES
-from ..errors import InputError
+from ..errors import InputError, quoted
 from ..guidance.sds import ANNEAL_SCHEDULES, MODES, SPACES, WEIGHTINGS
 
 TEXTURE_TYPES = ("image", "mlp")  # a UV image optimised directly, or a coordinate MLP baked to one
@@ -105,8 +107,8 @@ class TextureConfig:
     def __post_init__(self):
         for name in ("prompt", "negative_prompt", "model"):
             if not isinstance(getattr(self, name), str):
-                raise InputError(f"expected text, got {getattr(self, name)!r}", field=name)
-        check_integer(self, "steps", 1)
+                raise InputError(f"expected text, got {quoted(getattr(self, name))}", field=name)
+        check_integer(self, "steps", 1, MAX_GUIDED_STEPS)
         check_integer(self, "batch_size", 1, MAX_BATCH_SIZE)
         if self.learning_rate is not None:
             check_number(self, "learning_rate", low=0.0, low_open=True)
@@ -126,9 +128,9 @@ class TextureConfig:
         check_integer(self, "supersample", 1, MAX_SUPERSAMPLE)
         check_integer(self, "texture_size", 4, MAX_TEXTURE_SIZE)
         check_choice(self, "texture_type", TEXTURE_TYPES)
-        check_integer(self, "mlp_width", 1)
-        check_integer(self, "mlp_depth", 1)
-        check_integer(self, "mlp_frequencies", 0)
+        check_integer(self, "mlp_width", 1, MAX_MLP_WIDTH)
+        check_integer(self, "mlp_depth", 1, MAX_MLP_DEPTH)
+        check_integer(self, "mlp_frequencies", 0, MAX_FREQUENCIES)
         check_choice(self, "shading", SHADING_MODES)
         check_number(self, "ambient", low=0.0, high=1.0)
         check_number(self, "light_spread_deg", low=0.0, high=90.0)
@@ -139,14 +141,14 @@ class TextureConfig:
         check_choice(self, "elevation_sampling", ELEVATION_SAMPLING)
         check_boolean(self, "view_dependent_prompts")
         self.background = check_colour(self.background)
-        check_integer(self, "seed", 0)
+        check_integer(self, "seed", 0, MAX_SEED)
         if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
-            raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", field="device")
+            raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {quoted(self.device)}", field="device")
         check_integer(self, "checkpoint_every", 0)
         for name in ("progress_every", "preview_every"):
             if getattr(self, name) is not None:
                 check_integer(self, name, 1)
-        check_integer(self, "turntable_frames", 1)
+        check_integer(self, "turntable_frames", 1, MAX_TURNTABLE_FRAMES)
         check_integer(self, "turntable_resolution", 8, MAX_RESOLUTION)
         check_number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
 

@@ -36,6 +36,9 @@ from ..mesh.io import MESH_SUFFIXES
 # At most this many triangles: 1M triangles already make a 100+ MB visibility-buffer setup per
 # view and minutes of xatlas; a texture of 4096^2 texels has no use for more.
 MAX_TEXTURE_FACES = 1_000_000
+# A mesh file larger than this holds far more than MAX_TEXTURE_FACES triangles in any format
+# (an OBJ triangle with UVs and normals takes about 150 bytes; a binary glTF one about 40).
+MAX_MESH_FILE_BYTES = 1 << 30
 # Fraction of a bounding-box diagonal below which a mesh counts as having no size.
 MIN_EXTENT = 1e-9
 MATERIAL_NAME = "radiantforge_texture"
@@ -83,6 +86,14 @@ def find_job_mesh(data_dir: str | os.PathLike) -> Path:
         raise InputError(f"holds {len(meshes)} mesh files ({', '.join(p.name for p in meshes)}); a texture job "
                          "textures exactly one", file=data_dir)
     return meshes[0]
+
+
+def check_mesh_file_size(path: Path) -> None:
+    """Refuse a mesh file too large to hold a mesh we can texture, before anything reads it."""
+    size = path.stat().st_size
+    if size > MAX_MESH_FILE_BYTES:
+        raise InputError(f"is {size:,} bytes; a mesh of at most {MAX_TEXTURE_FACES:,} triangles fits in "
+                         f"{MAX_MESH_FILE_BYTES:,}. Decimate it first (Blender: Decimate modifier)", file=path)
 
 
 def check_face_count(mesh: TriangleMesh, source=None) -> None:
