@@ -256,7 +256,7 @@ def test_checkpoint_resume_is_bit_exact_and_cancel_stops_with_a_checkpoint(hf_ca
                      should_stop=stop_after_three_steps, **settings)
     cancelled = [e for e in read_events(events_path) if e["type"] == "cancelled"]
     assert cancelled and cancelled[0]["step"] == 3
-    checkpoint = torch.load(checkpoint_path(tmp_path / "interrupted.checkpoints"), weights_only=False)
+    checkpoint = torch.load(checkpoint_path(tmp_path / "interrupted.checkpoints"), weights_only=True)
     assert checkpoint["step"] == 3
     assert not (tmp_path / "interrupted" / "result.json").exists()  # only the preview of an unfinished run
 
@@ -269,8 +269,8 @@ def test_checkpoint_resume_is_bit_exact_and_cancel_stops_with_a_checkpoint(hf_ca
     resumed = texture_mesh(spot, tmp_path / "interrupted", prompt="a cow", resume=True,
                            events=EventLog(events_path), **settings)
     assert torch.equal(resumed.texture, straight.texture)
-    first = torch.load(checkpoint_path(tmp_path / "straight.checkpoints"), weights_only=False)
-    second = torch.load(checkpoint_path(tmp_path / "interrupted.checkpoints"), weights_only=False)
+    first = torch.load(checkpoint_path(tmp_path / "straight.checkpoints"), weights_only=True)
+    second = torch.load(checkpoint_path(tmp_path / "interrupted.checkpoints"), weights_only=True)
     for name, tensor in first["field"].items():
         assert torch.equal(tensor, second["field"][name]), name
     assert any("resuming from step 3" in e.get("message", "") for e in read_events(events_path))

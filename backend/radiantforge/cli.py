@@ -202,18 +202,24 @@ def cmd_render(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .jobs import run_job
+    from .jobs import checkpoint_info, describe_checkpoint, read_job_spec, run_job
 
+    if args.resume:
+        spec = read_job_spec(args.job_dir)
+        info = checkpoint_info(args.job_dir, spec.kind)
+        if info is None:
+            raise InputError("the job has no checkpoint to resume from; run it without --resume to start it",
+                             file=Path(args.job_dir) / "checkpoints")
+        print(f"resuming: {describe_checkpoint(info)}", file=sys.stderr)
     outcome = run_job(args.job_dir, echo=True, device=None if args.device == "auto" else args.device)
     print(json.dumps(outcome, indent=2))
-    return {"finished": 0, "cancelled": 3}.get(outcome["state"], 1)
+    return {"finished": 0, "cancelled": 3, "suspended": 3}.get(outcome["state"], 1)
 
 
 def cmd_serve(args) -> int:
-    from .service import serve
+    from .service.options import serve_from_arguments
 
-    serve(host=args.host, port=args.port, token=args.token, root=args.root)
-    return 0
+    return serve_from_arguments(args)
 
 
 def cmd_demo(args) -> int:
@@ -304,16 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("run", help="run (or resume) a job folder; this is what the Blender add-on's service calls")
+    p = sub.add_parser("run", help="run a job folder, or continue one that stopped (this is what the service's workers run)")
     p.add_argument("job_dir")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the job's checkpoint (after a cancel, a crash or a killed worker); an error when it has none")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="HTTP service for the Blender add-on")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--token", help="required from clients; mandatory when listening beyond loopback")
-    p.add_argument("--root", help="folder for jobs and results (default: a per-user data folder)")
+    from .service.options import add_serve_arguments
+
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -37,9 +37,10 @@ import torch
 
 from .. import media
 from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
-from ..config_checks import apply_overrides, check_choice, check_colour, check_integer, check_number
+from ..config_checks import (MAX_GAUSSIAN_ITERS, MAX_SEED, MAX_TURNTABLE_FRAMES, apply_overrides, check_choice, check_colour,
+                             check_integer, check_number)
 from ..devices import DEVICE_CHOICES, RASTERIZE_BACKENDS, resolve_device
-from ..errors import InputError, JobCancelled
+from ..errors import InputError, JobCancelled, quoted, stop_reason
 from ..events import EventLog
 from ..metrics import MetricUnavailable, finite_or_none, load_lpips, lpips_distance, lpips_weights_path, psnr, ssim
 from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, holds_only_preview, write_preview
@@ -70,6 +71,14 @@ RESUMABLE_FIELDS = frozenset(
     {"checkpoint_every", "progress_every", "preview_every", "eval_every", "test_renders", "lpips_net", "device",
      "turntable_frames", "turntable_size"}
 )
+# The most Gaussians a run may hold: each costs about 700 bytes with its Adam state and gradients
+# (59 floats at SH degree 3, times three), so this cap is about 14 GB, more than a CPU run can use.
+MAX_GAUSSIANS = 20_000_000
+# Random initial points are a placeholder that densification replaces (3DGS starts synthetic
+# scenes from 100k); millions of them only cost the neighbour search before step 1.
+MAX_INIT_POINTS = 2_000_000
+# Beyond this an image of any camera is a few pixels wide.
+MAX_DOWNSCALE = 64.0
 # Multiplier of the seed in the per-epoch generator seed, so (seed, epoch) pairs never collide.
 EPOCH_SEED_STRIDE = 1_000_003
 
@@ -123,12 +132,12 @@ class GaussianTrainConfig:
     turntable_size: int | None = None
 
     def __post_init__(self):
-        check_integer(self, "iters", minimum=1)
+        check_integer(self, "iters", minimum=1, maximum=MAX_GAUSSIAN_ITERS)
         check_integer(self, "sh_degree", minimum=0, maximum=3)
         check_integer(self, "sh_degree_interval", minimum=1)
         if self.max_gaussians is not None:
-            check_integer(self, "max_gaussians", minimum=1)
-        check_number(self, "downscale", low=0.0, low_open=True)
+            check_integer(self, "max_gaussians", minimum=1, maximum=MAX_GAUSSIANS)
+        check_number(self, "downscale", low=0.0, high=MAX_DOWNSCALE, low_open=True)
         self.background = check_colour(self.background)
         check_number(self, "ssim_lambda", low=0.0, high=1.0)
         check_choice(self, "strategy", STRATEGIES)
@@ -140,13 +149,13 @@ class GaussianTrainConfig:
         if self.preview_every is not None:
             check_integer(self, "preview_every", minimum=1)
         check_integer(self, "eval_every", minimum=0)
-        check_integer(self, "turntable_frames", minimum=0)
+        check_integer(self, "turntable_frames", minimum=0, maximum=MAX_TURNTABLE_FRAMES)
         if self.turntable_size is not None:
             check_integer(self, "turntable_size", minimum=16, maximum=4096)
-        check_integer(self, "seed", minimum=0)
+        check_integer(self, "seed", minimum=0, maximum=MAX_SEED)
         if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
-            raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}", field="device")
-        check_integer(self, "init_points", minimum=1)
+            raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {quoted(self.device)}", field="device")
+        check_integer(self, "init_points", minimum=1, maximum=MAX_INIT_POINTS)
         if self.init_opacity is not None:
             check_number(self, "init_opacity", low=0.0, high=1.0, low_open=True, high_open=True)
         if self.init_scale is not None:
@@ -155,7 +164,7 @@ class GaussianTrainConfig:
             if getattr(self, name) is not None:
                 check_number(self, name, low=0.0)
         if not isinstance(self.test_renders, bool):
-            raise InputError(f"expected true or false, got {self.test_renders!r}", field="test_renders")
+            raise InputError(f"expected true or false, got {quoted(self.test_renders)}", field="test_renders")
         check_choice(self, "lpips_net", LPIPS_NETS)
         check_choice(self, "rasterize_backend", RASTERIZE_BACKENDS)
 
@@ -232,7 +241,7 @@ def save_checkpoint(path: Path, state: _TrainState, config: GaussianTrainConfig,
         "elapsed": state.elapsed,
         "history": state.history,
     }
-    write_checkpoint(path, payload)
+    write_checkpoint(path, payload, total=config.iters)
 
 
 def _load_checkpoint(path: Path, config: GaussianTrainConfig, device: torch.device) -> _TrainState:
@@ -329,7 +338,7 @@ def train_gaussians(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     events: EventLog | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool | str | None] | None = None,
     preview_dir: str | Path | None = None,
     overwrite: bool = False,
     **overrides,
@@ -340,8 +349,8 @@ def train_gaussians(
     checkpoint_dir: where checkpoints go (default: ``<out_dir>.checkpoints`` beside ``out_dir``).
     resume: continue from the checkpoint there (same config, except RESUMABLE_FIELDS).
     events: progress, warning, info and cancelled events go here (the caller emits started/finished).
-    should_stop: polled every step; when it returns True a checkpoint is written, a "cancelled"
-        event emitted and :class:`JobCancelled` raised.
+    should_stop: polled every step; when it returns True (or "cancelled" / "suspended") a checkpoint
+        is written, a "cancelled" (or "suspended") event emitted and :class:`JobCancelled` raised.
     preview_dir: when given, a render of the preview view is written there as preview.png every
         ``preview_every`` steps and announced with a "preview" event.
     overwrite: replace a finished result in ``out_dir`` (otherwise that is an error).
@@ -466,12 +475,14 @@ def _optimise(dataset, config: GaussianTrainConfig, state: _TrainState, device: 
 
     while state.step < config.iters:
         step = state.step
-        if should_stop is not None and should_stop():
+        requested = should_stop() if should_stop is not None else None
+        if requested:
+            reason = stop_reason(requested)
             state.elapsed = elapsed_before + training_seconds()
             path = checkpoint_path(checkpoint_dir)
             save_checkpoint(path, state, config, device)
-            events.emit("cancelled", step=step, total=config.iters, checkpoint=str(path))
-            raise JobCancelled(f"training stopped at step {step} of {config.iters}; checkpoint {path}")
+            events.emit(reason, step=step, total=config.iters, checkpoint=str(path))
+            raise JobCancelled(f"training stopped at step {step} of {config.iters}; checkpoint {path}", reason=reason)
 
         view = view_for_step(step, len(train), config.seed)
         rgb, _alpha, _depth, info = _render(params, viewmats[view : view + 1], Ks[view : view + 1], width, height,
@@ -629,7 +640,7 @@ def evaluate_ply(ply, data, *, out_dir: str | Path | None = None, split: str = "
                                 splits=("train", split) if split != "train" else ("train",))
     views = dataset.splits.get(split)
     if views is None or len(views) == 0:
-        raise InputError(f"the dataset has no {split!r} split (it has {', '.join(dataset.splits)})", file=data,
+        raise InputError(f"the dataset has no {quoted(split)} split (it has {', '.join(dataset.splits)})", file=data,
                          field="split")
     splats = load_gaussian_ply(ply)
     if out_dir is None:

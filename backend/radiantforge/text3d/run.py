@@ -45,7 +45,7 @@ from ..cameras import Cameras
 from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
 from ..config_checks import apply_overrides
 from ..devices import resolve_device
-from ..errors import InputError, JobCancelled, RadiantForgeError
+from ..errors import InputError, JobCancelled, RadiantForgeError, stop_reason
 from ..events import EventLog, _jsonable
 from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_from_spherical, load_stable_diffusion,
                         sample_cameras, sds_loss)
@@ -228,7 +228,7 @@ def save_checkpoint(path: Path, state: _State, config: Text3DConfig) -> None:
         "elapsed": state.elapsed,
         "history": state.history,
     }
-    write_checkpoint(path, payload)
+    write_checkpoint(path, payload, total=config.steps)
 
 
 def _load_state(payload: dict, config: Text3DConfig, device: torch.device) -> _State:
@@ -368,12 +368,14 @@ def _optimise(config: Text3DConfig, state: _State, model, conditioner, device: t
 
     while state.step < config.steps:
         step = state.step
-        if should_stop is not None and should_stop():
+        requested = should_stop() if should_stop is not None else None
+        if requested:
+            reason = stop_reason(requested)
             state.elapsed = elapsed_before + time.perf_counter() - session_start
             path = checkpoint_path(checkpoint_dir)
             save_checkpoint(path, state, config)
-            events.emit("cancelled", step=step, total=config.steps, checkpoint=str(path))
-            raise JobCancelled(f"text-to-3D stopped at step {step} of {config.steps}; checkpoint {path}")
+            events.emit(reason, step=step, total=config.steps, checkpoint=str(path))
+            raise JobCancelled(f"text-to-3D stopped at step {step} of {config.steps}; checkpoint {path}", reason=reason)
 
         outcome = optimisation_step(config, state, model, conditioner, device, plan)
         if not math.isfinite(outcome.loss):
@@ -543,7 +545,7 @@ def generate_3d(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     events: EventLog | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool | str | None] | None = None,
     overwrite: bool = False,
     **overrides,
 ) -> Text3DResult:
@@ -556,7 +558,8 @@ def generate_3d(
         or a :class:`Text3DOracle` (known-answer tests).
     checkpoint_dir: default ``<out_dir>.checkpoints`` beside ``out_dir``; resume: continue from it.
     events: progress, preview, warning, info and cancelled events (the caller emits started/finished).
-    should_stop: polled every step; True writes a checkpoint, emits "cancelled", raises JobCancelled.
+    should_stop: polled every step; True (or "cancelled" / "suspended") writes a checkpoint, emits
+        "cancelled" (or "suspended"), raises JobCancelled.
     overwrite: replace a finished result in ``out_dir`` (otherwise that is an error).
     """
     config = resolve_config(config, prompt, overrides)
@@ -591,10 +594,11 @@ def generate_3d(
 # ------------------------------------------------------------------------------------- job checks
 
 
-def check_text3d_job(config: Text3DConfig) -> None:
+def check_text3d_job(config: Text3DConfig, model_roots=None) -> None:
     """What a text3d job can check before work starts: the prompt is not empty and the model is on
-    this machine (a folder, or in the Hugging Face cache). Raises InputError naming the field."""
+    this machine (a folder inside ``model_roots`` when given, or in the Hugging Face cache).
+    Raises InputError naming the field."""
     from ..guidance import resolve_model_folder
 
     check_prompt(config.prompt)
-    resolve_model_folder(config.model)
+    resolve_model_folder(config.model, allowed_roots=model_roots)

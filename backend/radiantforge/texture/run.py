@@ -39,7 +39,7 @@ from .. import media
 from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
 from ..config_checks import apply_overrides
 from ..devices import resolve_device
-from ..errors import InputError, JobCancelled
+from ..errors import InputError, JobCancelled, stop_reason
 from ..events import EventLog, _jsonable
 from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_from_spherical, load_stable_diffusion,
                         sample_cameras, sds_loss, spherical_to_direction)
@@ -216,7 +216,7 @@ def save_checkpoint(path: Path, state: _State, config: TextureConfig, prepared: 
             name: getattr(prepared.mesh, name).cpu() for name in ("vertices", "faces", "vertex_normals", "uvs",
                                                                    "face_uvs")},
     }
-    write_checkpoint(path, payload)
+    write_checkpoint(path, payload, total=config.steps)
 
 
 def restore_atlas(payload: dict, prepared: PreparedMesh) -> PreparedMesh:
@@ -247,7 +247,7 @@ def _load_state(payload: dict, config: TextureConfig, prepared: PreparedMesh, de
 
 def _optimise(config: TextureConfig, state: _State, prepared: PreparedMesh, mesh: TriangleMesh, model: GuidanceModel,
               conditioner, device: torch.device, checkpoint_dir: Path, out_dir: Path, events: EventLog,
-              should_stop: Callable[[], bool] | None) -> None:
+              should_stop: Callable[[], bool | str | None] | None) -> None:
     sampling = camera_sampling(config, prepared)
     guidance_settings = sds_config(config)
     background = torch.tensor(config.background, device=device)
@@ -258,12 +258,14 @@ def _optimise(config: TextureConfig, state: _State, prepared: PreparedMesh, mesh
 
     while state.step < config.steps:
         step = state.step
-        if should_stop is not None and should_stop():
+        requested = should_stop() if should_stop is not None else None
+        if requested:
+            reason = stop_reason(requested)
             state.elapsed = elapsed_before + time.perf_counter() - session_start
             path = checkpoint_path(checkpoint_dir)
             save_checkpoint(path, state, config, prepared)
-            events.emit("cancelled", step=step, total=config.steps, checkpoint=str(path))
-            raise JobCancelled(f"texturing stopped at step {step} of {config.steps}; checkpoint {path}")
+            events.emit(reason, step=step, total=config.steps, checkpoint=str(path))
+            raise JobCancelled(f"texturing stopped at step {step} of {config.steps}; checkpoint {path}", reason=reason)
 
         views = sample_cameras(sampling, generator=state.generator)
         cameras = views.cameras.to(device)
@@ -424,7 +426,7 @@ def texture_mesh(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     events: EventLog | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool | str | None] | None = None,
     overwrite: bool = False,
     **overrides,
 ) -> TextureResult:
@@ -437,7 +439,8 @@ def texture_mesh(
         (known-answer tests).
     checkpoint_dir: default ``<out_dir>.checkpoints`` beside ``out_dir``; resume: continue from it.
     events: progress, preview, warning, info and cancelled events (the caller emits started/finished).
-    should_stop: polled every step; True writes a checkpoint, emits "cancelled", raises JobCancelled.
+    should_stop: polled every step; True (or "cancelled" / "suspended") writes a checkpoint, emits
+        "cancelled" (or "suspended"), raises JobCancelled.
     overwrite: replace a finished result in ``out_dir`` (otherwise that is an error).
     """
     config = resolve_config(config, prompt, overrides)
@@ -446,9 +449,8 @@ def texture_mesh(
     check_out_dir(out_dir, overwrite)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     device = resolve_device(config.device)
-    # weights_only=False: the payload holds the mesh fingerprint and atlas as written by this module.
-    payload = read_checkpoint(checkpoint_path(checkpoint_dir), kind="texture", version=CHECKPOINT_FORMAT,
-                              weights_only=False) if resume else None
+    payload = read_checkpoint(checkpoint_path(checkpoint_dir), kind="texture", version=CHECKPOINT_FORMAT) \
+        if resume else None
     if payload is not None:
         check_same_config(payload["config"], config, RESUMABLE_FIELDS, checkpoint_path(checkpoint_dir))
     prepared = prepare_mesh(mesh_path, atlas_resolution=config.texture_size)
@@ -475,20 +477,19 @@ def texture_mesh(
 # ------------------------------------------------------------------------------------- job checks
 
 
-def check_texture_job(data_dir: str | Path, config: TextureConfig) -> Path:
-    """What a texture job can check before work starts; returns the mesh file.
+def check_texture_job(data_dir: str | Path, config: TextureConfig, model_roots=None) -> Path:
+    """What a texture job can check before work starts, without parsing the mesh; returns the mesh file.
 
-    The prompt is not empty; ``data/`` holds exactly one readable mesh with faces and at most
-    MAX_TEXTURE_FACES triangles; the model is on this machine (a folder, or in the Hugging Face
-    cache). Raises InputError naming the field or file.
+    The prompt is not empty; ``data/`` holds exactly one mesh file of a known format and at most
+    MAX_MESH_FILE_BYTES; the model is on this machine (a folder inside ``model_roots`` when given,
+    or in the Hugging Face cache). The mesh itself (faces, MAX_TEXTURE_FACES) is checked when the
+    job reads it. Raises InputError naming the field or file.
     """
     from ..guidance import resolve_model_folder
-    from .meshes import check_face_count, find_job_mesh
+    from .meshes import check_mesh_file_size, find_job_mesh
 
     check_prompt(config.prompt)
     mesh_file = find_job_mesh(data_dir)
-    from ..mesh import load_mesh
-
-    check_face_count(load_mesh(mesh_file), mesh_file)
-    resolve_model_folder(config.model)
+    check_mesh_file_size(mesh_file)
+    resolve_model_folder(config.model, allowed_roots=model_roots)
     return mesh_file
