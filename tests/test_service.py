@@ -22,6 +22,7 @@ from plyfile import PlyData
 
 import radiantforge
 from radiantforge.devices import resolve_device
+from radiantforge.config_checks import MAX_GAUSSIAN_ITERS
 from radiantforge.errors import InputError
 from radiantforge.events import read_events
 from radiantforge.gaussians.train import checkpoint_path
@@ -34,7 +35,7 @@ TOKEN = "test-token-5d1c"
 MAX_UPLOAD_MB = 1
 # Small, fast runs: few Gaussians, degree-0 colour, a progress event every step.
 FAST = {"sh_degree": 0, "init_points": 100, "max_gaussians": 100, "device": "cpu", "progress_every": 1}
-NEVER_ENDING_ITERS = 1_000_000  # a job that only stops when it is cancelled or killed
+NEVER_ENDING_ITERS = MAX_GAUSSIAN_ITERS  # a job that only stops when it is cancelled or killed
 JOB_TIMEOUT_S = 120.0
 
 
@@ -198,7 +199,7 @@ def test_cancel_a_queued_and_a_running_job(service, dataset, tmp_path):
     assert ended["state"] == "cancelled"
     last = service.events(running_id)[-1]
     assert last["type"] == "cancelled" and last.get("by") != "service"  # the job stopped itself, not killed
-    checkpoint = torch.load(checkpoint_path(long_dir / "checkpoints"), map_location="cpu", weights_only=False)
+    checkpoint = torch.load(checkpoint_path(long_dir / "checkpoints"), map_location="cpu", weights_only=True)
     assert checkpoint["step"] >= running["progress"]["step"]
     assert not (queued_dir / "result").exists()
     assert service.get(f"/jobs/{running_id}/result.zip").status_code == 409

@@ -10,6 +10,15 @@ The worker's stdin is a pipe that the scheduler never writes to: when the servic
 it dies, the pipe closes and the worker exits at once (``--exit-with-parent``), so a restarted
 service never finds a stray worker still writing into a job folder. Jobs that were running when
 the service stopped are queued again at start and resume from their last checkpoint.
+
+When the service stops on purpose (Ctrl+C, SIGTERM), ``stop`` asks the running job to checkpoint
+and stop (a SUSPEND request: the job ends its run with a "suspended" event, not "cancelled"),
+waits up to ``stop_grace_s`` for it, and only then kills it: at most the step in progress is lost.
+A job whose worker died (out of memory, SIGKILL) ends "failed" with an error event that says which
+step its checkpoint holds; ``resume`` queues it (or a cancelled job) again.
+
+What a worker prints (Python tracebacks included) goes to its ``worker.log`` and, for a crash, to
+the service's log; never into the events, which clients read.
 """
 
 from __future__ import annotations
@@ -26,13 +35,17 @@ from pathlib import Path
 
 import radiantforge
 
+from ..errors import shorten
 from ..events import EventLog
-from ..jobs import CANCEL_FILE, EVENTS_FILE, request_cancel
-from .store import FAILED, QUEUED, RUNNING, TERMINAL_STATES, JobStore, StoredJob
+from ..jobs import (CANCEL_FILE, EVENTS_FILE, checkpoint_info, clear_stop_files, describe_checkpoint, request_cancel,
+                    request_suspend)
+from .options import DEFAULT_CANCEL_GRACE_S, DEFAULT_STOP_GRACE_S
+from .store import CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL_STATES, JobStore, StoredJob
 
 log = logging.getLogger("radiantforge.service")
 
-DEFAULT_CANCEL_GRACE_S = 30.0  # time a worker gets to checkpoint and stop before it is killed
+# States from which a job can be queued again (its folder still there): it ended without a result.
+RESUMABLE_STATES = (FAILED, CANCELLED)
 _POLL_S = 0.2  # how often the scheduler looks at the running worker
 _LOG_TAIL_CHARS = 2000  # how much of the worker's output goes into a crash's error event
 _WORKER_MODULE = "radiantforge.service.worker"
@@ -48,10 +61,15 @@ class ActiveRun:
     started: float
 
 
-def worker_command(job: StoredJob, device: str | None) -> list[str]:
-    command = [sys.executable, "-m", _WORKER_MODULE, str(job.job_dir), "--lock", str(job.worker_lock), "--exit-with-parent"]
+def worker_command(job: StoredJob, device: str | None, model_roots: list[Path] | None = None) -> list[str]:
+    command = [sys.executable, "-m", _WORKER_MODULE, str(job.job_dir), "--lock", str(job.worker_lock), "--exit-with-parent",
+               "--keep-stop-requests"]
     if device:
         command += ["--device", device]
+    # The worker validates the job again before running it: with the same confinement of models.
+    command += ["--confine-models"]
+    for root in model_roots or ():
+        command += ["--model-root", str(root)]
     return command
 
 
@@ -78,10 +96,13 @@ def describe_exit(returncode: int) -> str:
 class Scheduler:
     """One job at a time on the service's device; a thread that starts and watches workers."""
 
-    def __init__(self, store: JobStore, device: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S):
+    def __init__(self, store: JobStore, device: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+                 model_roots: list[Path] | None = None, stop_grace_s: float = DEFAULT_STOP_GRACE_S):
         self.store = store
         self.device = device
         self.cancel_grace_s = cancel_grace_s
+        self.model_roots = list(model_roots or [])
+        self.stop_grace_s = stop_grace_s
         self._cond = threading.Condition()
         self._queue: list[str] = []
         self._active: ActiveRun | None = None
@@ -106,8 +127,9 @@ class Scheduler:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and kill a running worker without marking its job: the job is
-        queued again at the next start and resumes from its checkpoint."""
+        """Stop the thread; ask a running job to checkpoint and stop (SUSPEND), wait up to
+        ``stop_grace_s``, then kill it. Either way its job is queued again at the next start and
+        resumes from its checkpoint (the suspended one loses nothing)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -115,10 +137,20 @@ class Scheduler:
             self._thread.join()
         with self._cond:
             run, self._active = self._active, None
-        if run is not None:
-            _kill_process_tree(run.process)
-            run.process.wait()
-            run.log_file.close()
+        if run is None:
+            return
+        if run.process.poll() is None:
+            log.info("job %s: asking the worker to checkpoint and stop (up to %.0f s)", run.job.id, self.stop_grace_s)
+            if run.job.job_dir.is_dir():
+                request_suspend(run.job.job_dir)
+            try:
+                run.process.wait(timeout=self.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("job %s: the worker did not stop within %.0f s; killing it (it resumes from its last "
+                            "checkpoint)", run.job.id, self.stop_grace_s)
+        _kill_process_tree(run.process)
+        run.process.wait()
+        run.log_file.close()
 
     # ---- requests -----------------------------------------------------------------------------
 
@@ -165,6 +197,23 @@ class Scheduler:
         with self._cond:
             return job_id in self._cancel_requested
 
+    def resume(self, job: StoredJob) -> None:
+        """Queue a failed or cancelled job again; it continues from its checkpoint (when it has one).
+
+        A "queued" event makes it waiting again on disk too, so a restart keeps it queued.
+        Raises ValueError naming why when the job is not in RESUMABLE_STATES.
+        """
+        with self._cond:
+            state = self.state(job)
+            if state not in RESUMABLE_STATES:
+                raise ValueError(state)
+            (job.job_dir / CANCEL_FILE).unlink(missing_ok=True)
+            info = checkpoint_info(job.job_dir, job.record.kind)
+            EventLog(job.job_dir / EVENTS_FILE).emit("queued", message=f"resumed by a client: {describe_checkpoint(info)}",
+                                                     by="service", checkpoint_step=None if info is None else info["step"])
+            self._queue.append(job.id)
+            self._cond.notify_all()
+
     def cancel(self, job: StoredJob) -> None:
         """A waiting job is cancelled at once; a running one is asked to stop (it checkpoints and
         ends with a 'cancelled' event) and killed if it has not ended after the grace period."""
@@ -209,6 +258,8 @@ class Scheduler:
         if job.events.state in TERMINAL_STATES:
             return
         job.record_dir.mkdir(parents=True, exist_ok=True)
+        # Stop requests of an earlier run are stale; any made from now on are for this worker.
+        clear_stop_files(job.job_dir)
         log_file = open(job.worker_log, "ab")
         log_start = log_file.tell()
         popen_options: dict = {}
@@ -221,7 +272,7 @@ class Scheduler:
             popen_options["start_new_session"] = True
         try:
             process = subprocess.Popen(
-                worker_command(job, self.device), stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT,
+                worker_command(job, self.device, self.model_roots), stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT,
                 env=_worker_environment(), cwd=job.record_dir, close_fds=True, **popen_options,
             )
         except OSError as exc:
@@ -239,7 +290,7 @@ class Scheduler:
         if returncode is None:
             requested_at = self._cancel_requested.get(job.id)
             if requested_at is not None:
-                # run_job clears an old CANCEL file when it starts: ask again until the worker stops.
+                # Someone may have removed the request (a user's `run` of the same folder): ask again.
                 if not (job.job_dir / CANCEL_FILE).exists():
                     request_cancel(job.job_dir)
                 if time.monotonic() - requested_at > self.cancel_grace_s:
@@ -261,10 +312,26 @@ class Scheduler:
         if cancel_was_requested:
             events.emit("cancelled", message=f"the worker did not stop within {self.cancel_grace_s:g} s and was killed", by="service")
             return
-        message = describe_exit(returncode) + " without reporting a result"
+        info = checkpoint_info(job.job_dir, job.record.kind)
+        message = f"{describe_exit(returncode)} without reporting a result; {describe_checkpoint(info)}" + \
+            ("; resume it to continue from there" if info is not None else "")
         tail = _read_tail(job.worker_log, run.log_start)
-        events.emit("error", message=message, stage="worker", exit_code=returncode, log_tail=tail)
-        log.warning("job %s: %s", job.id, message)
+        last_line = _last_error_line(tail)
+        if last_line:
+            message += f" (last output: {shorten(last_line, 200)})"
+        events.emit("error", message=message, stage="worker", exit_code=returncode,
+                    checkpoint_step=None if info is None else info["step"], resumable=True)
+        # The whole tail (a traceback, a native crash dump) is for the operator, not for clients.
+        log.warning("job %s: %s\n%s", job.id, message, tail)
+
+
+def _last_error_line(tail: str) -> str:
+    """The line of a worker's output that names what killed it (``MemoryError: ...``), when there is one."""
+    for line in reversed(tail.splitlines()):
+        text = line.strip()
+        if text and not text.startswith(("File ", "Traceback", "^", "~")) and ("Error" in text or "error" in text):
+            return text
+    return ""
 
 
 def _read_tail(path: Path, start: int) -> str:

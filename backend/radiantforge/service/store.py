@@ -52,8 +52,11 @@ SOURCE_PATH = "path"
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
 TERMINAL_STATES = (FINISHED, FAILED, CANCELLED)
-# event type -> the state it leaves the job in (the rule of radiantforge.jobs.job_state)
-_STATE_OF_EVENT = {"started": RUNNING, "finished": FINISHED, "error": FAILED, "cancelled": CANCELLED}
+# event type -> the state it leaves the job in (the rule of radiantforge.jobs.job_state). A
+# suspended job stopped because the service did: like a run that was killed, it counts as running
+# (and is queued again first when the service starts); "queued" is the service's resume of a job.
+_STATE_OF_EVENT = {"started": RUNNING, "suspended": RUNNING, "queued": QUEUED, "finished": FINISHED, "error": FAILED,
+                   "cancelled": CANCELLED}
 
 _JOB_ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
 
@@ -169,7 +172,7 @@ class EventsIndex:
             self.last_progress = event
         elif kind == "error":
             self.last_error = event.get("message")
-        elif kind == "started":
+        elif kind in ("started", "queued"):
             self.last_error = None
 
     def line_count_absolute(self) -> int:

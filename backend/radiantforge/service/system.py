@@ -71,21 +71,28 @@ def hugging_face_cache_dir() -> Path:
         return cache / "huggingface" / "hub"
 
 
-def local_models(cache_dir: str | Path | None = None) -> list[dict]:
-    """Models present in the Hugging Face cache: [{id: "org/name", path}], sorted by id.
+def local_models(cache_dir: str | Path | None = None, model_roots: list[Path] | tuple[Path, ...] = ()) -> list[dict]:
+    """Models on this machine: [{id: "org/name", path}] from the Hugging Face cache, then
+    [{id: "/abs/folder", path}] for the diffusers folders (a ``model_index.json`` inside) directly in
+    ``model_roots``; each group sorted by id.
 
-    Only folders with at least one downloaded snapshot count; nothing is downloaded or loaded.
+    Only cache folders with at least one downloaded snapshot count; nothing is downloaded or loaded.
     """
     cache = Path(cache_dir) if cache_dir is not None else hugging_face_cache_dir()
-    if not cache.is_dir():
-        return []
     models = []
-    for folder in cache.iterdir():
-        if not (folder.is_dir() and folder.name.startswith(_HF_MODEL_PREFIX)):
-            continue
-        snapshots = folder / "snapshots"
-        if not (snapshots.is_dir() and any(s.is_dir() and any(s.iterdir()) for s in snapshots.iterdir())):
-            continue
-        model_id = folder.name[len(_HF_MODEL_PREFIX):].replace("--", "/")
-        models.append({"id": model_id, "path": str(folder)})
-    return sorted(models, key=lambda m: m["id"])
+    if cache.is_dir():
+        for folder in cache.iterdir():
+            if not (folder.is_dir() and folder.name.startswith(_HF_MODEL_PREFIX)):
+                continue
+            snapshots = folder / "snapshots"
+            if not (snapshots.is_dir() and any(s.is_dir() and any(s.iterdir()) for s in snapshots.iterdir())):
+                continue
+            model_id = folder.name[len(_HF_MODEL_PREFIX):].replace("--", "/")
+            models.append({"id": model_id, "path": str(folder)})
+    models.sort(key=lambda m: m["id"])
+    folders = []
+    for root in model_roots:
+        root = Path(root)
+        candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+        folders += [{"id": str(p), "path": str(p)} for p in candidates if (p / "model_index.json").is_file()]
+    return models + folders

@@ -110,6 +110,26 @@ class _ArchivePart:
         self._in_archive = False
 
 
+async def read_body_capped(request: Request, max_bytes: int) -> bytes:
+    """The whole body of a small request (JSON), refused with 413 beyond ``max_bytes`` whether or
+    not it declares its length (a chunked body is counted as it arrives)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise UploadError(413, f"body larger than the {max_bytes} bytes this request may have",
+                          int(declared) <= DRAIN_LIMIT_BYTES and await _drain(request, 0))
+    chunks, received = [], 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes:
+                raise UploadError(413, f"body larger than the {max_bytes} bytes this request may have",
+                                  await _drain(request, received))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise UploadError(400, "the client went away before the body was complete") from None
+    return b"".join(chunks)
+
+
 async def receive_archive(request: Request, dest: Path, max_bytes: int) -> int:
     """Write the uploaded archive to ``dest``; returns its size. Raises UploadError."""
     content_type = request.headers.get("content-type", "")
