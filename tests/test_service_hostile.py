@@ -308,6 +308,9 @@ def test_downloads_never_follow_links(service, dataset, tmp_path):
     job_dir = make_job(tmp_path / "job", dataset, iters=2, **FAST)
     job_id = service.post("/jobs", json={"path": str(job_dir)}).json()["id"]
     assert service.wait_until_ended(job_id, JOB_TIMEOUT_S)["state"] == "finished"
+    # Submitting a finished folder again says so (it used to "exit with code 0 without a result").
+    again = service.post("/jobs", json={"path": str(job_dir)})
+    assert again.status_code == 409 and "has finished" in again.json()["detail"]
     # Someone with write access to the local job folder adds links into its result.
     (job_dir / "result" / "leak.txt").symlink_to(secret)
     (job_dir / "result" / "leaked_folder").symlink_to(secret_folder, target_is_directory=True)
@@ -528,6 +531,8 @@ def test_sigterm_mid_job_then_restart_finishes_it_with_nothing_lost(tmp_path, da
     assert suspended["type"] == "suspended", events[-3:]
     progress_steps = [e["step"] for e in events if e["type"] == "progress"]
     # The checkpoint holds every step the job reported (and the one in flight at most besides).
+    print(f"SIGTERM after step {reported} was reported: the job checkpointed step {suspended['step']} "
+          f"(last progress {max(progress_steps)})")
     assert suspended["step"] >= max(progress_steps) >= reported
     assert suspended["step"] <= max(progress_steps) + 1
     assert torch.load(checkpoint_path(job_dir / "checkpoints"), weights_only=True)["step"] == suspended["step"]
