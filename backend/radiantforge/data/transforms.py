@@ -188,17 +188,8 @@ def load_nerf_dataset(
     """
     downscale = _check_downscale(downscale)
     background_t = _check_background(background)
-    wanted = ["train", *(s for s in splits if s != "train")]
-    for split in wanted:
-        if split not in SPLIT_FILES:
-            raise InputError(f"unknown split {quoted(split)}; expected some of {list(SPLIT_FILES)}", field="splits")
-
     root = Path(root)
-    dataset_dir = _find_dataset_folder(root)
-    notes: list[str] = []
-    documents: dict[Path, dict] = {}
-    specs_by_split = _frame_specs_by_split(dataset_dir, wanted, documents, notes)
-
+    dataset_dir, documents, specs_by_split, notes = _read_frames(root, splits)
     loaded = {
         split: _load_split(specs, downscale, background_t.numpy()) for split, specs in specs_by_split.items()
     }
@@ -237,12 +228,8 @@ def check_nerf_dataset(
     """
     _check_downscale(downscale)
     _check_background(background)
-    wanted = ["train", *(s for s in splits if s != "train")]
     root = Path(root)
-    dataset_dir = _find_dataset_folder(root)
-    notes: list[str] = []
-    documents: dict[Path, dict] = {}
-    specs_by_split = _frame_specs_by_split(dataset_dir, wanted, documents, notes)
+    dataset_dir, documents, specs_by_split, notes = _read_frames(root, splits)
     sizes = {}
     for split, specs in specs_by_split.items():
         for spec in specs:
@@ -257,6 +244,19 @@ def check_nerf_dataset(
         check_points_ply(points_file)
     return DatasetSummary(dataset_dir, {split: len(specs) for split, specs in specs_by_split.items()}, sizes,
                           points_file is not None, notes)
+
+
+def _read_frames(root: Path, splits) -> tuple[Path, dict[Path, dict], dict[str, list[_FrameSpec]], list[str]]:
+    """The dataset folder, its json documents, the frames of each wanted split, and notes."""
+    wanted = ["train", *(s for s in splits if s != "train")]
+    for split in wanted:
+        if split not in SPLIT_FILES:
+            raise InputError(f"unknown split {quoted(split)}; expected some of {list(SPLIT_FILES)}", field="splits")
+    dataset_dir = _find_dataset_folder(root)
+    notes: list[str] = []
+    documents: dict[Path, dict] = {}
+    specs_by_split = _frame_specs_by_split(dataset_dir, wanted, documents, notes)
+    return dataset_dir, documents, specs_by_split, notes
 
 
 # ----------------------------------------------------------------------------- arguments
