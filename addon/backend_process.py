@@ -31,7 +31,12 @@ LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT_S = 120.0
 # The interpreter check imports only radiantforge/__init__ (no torch), which is quick.
 INTERPRETER_CHECK_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
+# On SIGTERM the service asks its running job to checkpoint and stop, and waits up to its
+# --stop-grace before killing it (the job then resumes at the next start). The add-on gives it
+# that long plus a margin for the checkpoint write and the service's own exit, and no more:
+# Blender's exit must not hang on a stuck service.
+LOCAL_STOP_GRACE_S = 20.0
+STOP_TIMEOUT_S = LOCAL_STOP_GRACE_S + 10.0
 # `radiantforge serve` reads its token from this variable when --token is not given.
 TOKEN_ENV = "RADIANTFORGE_TOKEN"
 _LOG_TAIL_CHARS = 2000
@@ -104,7 +109,8 @@ class LocalBackend:
     def command(self) -> list[str]:
         # The token travels in the environment (TOKEN_ENV), not on the command line where every
         # local user could read it in the process list.
-        command = [self.python, "-m", "radiantforge", "serve", "--host", LOOPBACK, "--port", str(self.port)]
+        command = [self.python, "-m", "radiantforge", "serve", "--host", LOOPBACK, "--port", str(self.port),
+                   "--stop-grace", f"{LOCAL_STOP_GRACE_S:g}"]
         if self.root:
             command += ["--root", str(self.root)]
         return command

@@ -201,6 +201,17 @@ class ServiceClient:
                 return self.job(job_id)
             raise
 
+    def resume(self, job_id: str) -> dict:
+        """POST /jobs/{id}/resume: queue a failed or cancelled job again; it continues from its
+        checkpoint. Returns its status. BackendError says why not (finished, running, unknown)."""
+        try:
+            return self._json("POST", f"/jobs/{urllib.parse.quote(job_id)}/resume")
+        except BackendError as exc:
+            if exc.status == 404:
+                raise BackendError(f"the service no longer knows job {job_id} (it was deleted, or the service now "
+                                   "keeps its jobs in another folder); start the job again", status=404) from None
+            raise
+
     def download_file(self, job_id: str, relative_path: str, dest: str | os.PathLike) -> Path:
         """GET /jobs/{id}/files/{path} into ``dest``."""
         quoted = "/".join(urllib.parse.quote(part) for part in PurePosixPath(relative_path).parts)

@@ -35,6 +35,8 @@ def draw_job_progress(layout, context) -> None:
             break
     elif status.message:
         layout.label(text=status.message[:120], icon="INFO")
+    if not status.running and status.resumable:
+        layout.operator("radiant_forge.resume_job", text="Resume from Checkpoint", icon="FILE_REFRESH")
 
 
 def _wrap(text: str, width: int = 60) -> list[str]:

@@ -13,6 +13,7 @@ caller's thread.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -327,10 +328,13 @@ class JobRunner:
     ``warnings``, ``imported``.
     """
 
+    # Whether a job of this runner's kind can be resumed from Blender (None) or why not (a sentence).
+    resume_refusal: str | None = None
+
     def __init__(self, job_dir: str | os.PathLike, *, capture: CapturePlan | None = None,
                  params: dict[str, Any] | None = None, backend: BackendSettings | None = None,
                  submit: bool = True, import_options: ImportOptions | None = None,
-                 poll_interval: float = POLL_INTERVAL_S, name: str | None = None):
+                 poll_interval: float = POLL_INTERVAL_S, name: str | None = None, resume_job_id: str | None = None):
         self.job_dir = Path(job_dir)
         self.capture_plan = capture
         self.params = dict(params or {})
@@ -339,7 +343,14 @@ class JobRunner:
         self.import_options = import_options or ImportOptions()
         self.poll_interval = poll_interval
         self.name = name or self.job_dir.name
+        # A job the service already has (failed or cancelled): ask it to resume instead of submitting.
+        self.resume_job_id = resume_job_id
+        self._reset_run_state()
+        if resume_job_id:
+            self.job_id = resume_job_id
 
+    def _reset_run_state(self) -> None:
+        """Everything one run of the runner changes (a resumed runner starts from here again)."""
         self.phase = "start"
         self.progress = 0.0
         self.message = ""
@@ -355,6 +366,8 @@ class JobRunner:
         self.result_dir: Path | None = None
         self.capture_summary = None
 
+        self.last_status: dict = {}  # the service's last summary of the job
+        self.resumed_from_step: int | None = None  # set when this run resumed a job (its checkpoint's step)
         self._cancel_requested = False
         self._cancel_sent_at: float | None = None
         self._next_event = 0
@@ -366,6 +379,28 @@ class JobRunner:
     @property
     def done(self) -> bool:
         return self.state != "running"
+
+    @property
+    def resumable(self) -> bool:
+        """The job ended without a result and the service said it can continue it (from its checkpoint)."""
+        return (self.state in ("failed", "cancelled") and bool(self.job_id) and self.resume_refusal is None
+                and bool(self.last_status.get("resumable")))
+
+    def resumed(self) -> "JobRunner":
+        """A new runner that asks the service to resume this job, then follows, downloads and imports
+        it like a fresh one (same kind, same import options). Raises JobError when it cannot."""
+        if self.resume_refusal is not None:
+            raise JobError(self.resume_refusal)
+        if not self.job_id:
+            raise JobError("this job never reached the service; start it again")
+        if not self.done:
+            raise JobError(f"job {self.job_id} is still running")
+        runner = copy.copy(self)
+        runner.capture_plan = None
+        runner.resume_job_id = self.job_id
+        runner._reset_run_state()
+        runner.job_id = self.job_id
+        return runner
 
     def cancel(self) -> None:
         """Ask the job to stop: a capture stops after the current view, a service job is cancelled."""
@@ -454,16 +489,17 @@ class JobRunner:
             yield
 
     def _run(self):
-        if self.capture_plan is not None:
-            finished = yield from self._capture()
-            if not finished:
+        if self.resume_job_id is None:
+            if self.capture_plan is not None:
+                finished = yield from self._capture()
+                if not finished:
+                    return
+            elif not (self.job_dir / JOB_FILE).is_file():
+                raise JobError(f"{self.job_dir}: not a job folder (no job.json)")
+            if not self.submit:
+                self.state = "exported"
+                self._set("done", f"job folder written: {self.job_dir}", 1.0)
                 return
-        elif not (self.job_dir / JOB_FILE).is_file():
-            raise JobError(f"{self.job_dir}: not a job folder (no job.json)")
-        if not self.submit:
-            self.state = "exported"
-            self._set("done", f"job folder written: {self.job_dir}", 1.0)
-            return
         if self._cancel_requested:
             return self._cancelled("cancelled before the job was sent")
 
@@ -473,11 +509,19 @@ class JobRunner:
         self._client = yield from open_backend(self.backend)
         if self._cancel_requested:
             return self._cancelled("cancelled before the job was sent")
-        job = yield from self._submit()
+        if self.resume_job_id is not None:
+            self._set("upload", f"asking the service to resume job {self.resume_job_id}…", 0.0)
+            job = yield from self._in_thread(self._client.resume, self.resume_job_id)
+            checkpoint = job.get("checkpoint") or {}
+            self.resumed_from_step = checkpoint.get("step") if isinstance(checkpoint.get("step"), int) else 0
+        else:
+            job = yield from self._submit()
         self.job_id = str(job["id"])
-        self._set("queued", f"job {self.job_id} queued", 0.0)
+        self._set("queued", f"job {self.job_id} queued" if self.resumed_from_step is None else
+                  f"job {self.job_id} resumed from step {self.resumed_from_step}", 0.0)
 
         status = yield from self._follow()
+        self.last_status = status
         state = status.get("state")
         if state == "cancelled":
             return self._cancelled("job cancelled")

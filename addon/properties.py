@@ -157,6 +157,7 @@ class RadiantForgeJobStatus(bpy.types.PropertyGroup):
     error: StringProperty(default="")
     job_id: StringProperty(default="")
     job_dir: StringProperty(default="", subtype="DIR_PATH")
+    resumable: BoolProperty(default=False, description="The last job stopped and the service can continue it")
     metrics_json: StringProperty(default="", description="Metrics of the last finished job, as JSON")
     preview_image: PointerProperty(type=bpy.types.Image)
     result_object: PointerProperty(type=bpy.types.Object)

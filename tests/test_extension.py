@@ -149,7 +149,8 @@ report(checks)
 """
 
 EXPECTED_OPERATORS = ["cancel_job", "capture_train", "check_backend", "export_job", "generate_from_text", "import_gaussians",
-                      "import_result", "import_turntable", "start_backend", "stop_backend", "texture_mesh", "train_dataset"]
+                      "import_result", "import_turntable", "resume_job", "start_backend", "stop_backend", "texture_mesh",
+                      "train_dataset"]
 
 
 def test_install_enable_use_disable_leaves_nothing(tmp_path, extension_zip):

@@ -22,12 +22,18 @@ TIMER_INTERVAL_S = 0.05
 
 # The runner of the job in progress (at most one per Blender session).
 _active_runner: pipeline.JobRunner | None = None
+# The runner of the last job that ended (what Resume continues).
+_last_runner: pipeline.JobRunner | None = None
 # The preview file last loaded for the panel (reloading it on every tick would be wasteful).
 _shown_preview: tuple | None = None  # (runner, preview_version) last loaded
 
 
 def active_runner() -> pipeline.JobRunner | None:
     return _active_runner if _active_runner is not None and not _active_runner.done else None
+
+
+def last_runner() -> pipeline.JobRunner | None:
+    return _last_runner
 
 
 def stop_active_job() -> None:
@@ -90,6 +96,7 @@ def sync_status(context, runner: pipeline.JobRunner) -> None:
     status.error = runner.error[:1000]
     status.job_id = runner.job_id
     status.job_dir = str(runner.job_dir)
+    status.resumable = runner.done and runner.resumable
     if runner.metrics:
         status.metrics_json = json.dumps(runner.metrics)
     global _shown_preview
@@ -134,10 +141,11 @@ class _JobOperator:
         return runner
 
     def _finish(self, context, runner: pipeline.JobRunner):
-        global _active_runner
+        global _active_runner, _last_runner
         sync_status(context, runner)
         if _active_runner is runner:
             _active_runner = None
+        _last_runner = runner
         for warning in runner.warnings:
             self.report({"WARNING"}, warning)
         if runner.state == "failed":
@@ -255,6 +263,35 @@ class RADIANTFORGE_OT_train_dataset(_JobOperator, bpy.types.Operator):
                                   import_options=import_options(scene), name=f"{source.name} splats")
 
 
+class RADIANTFORGE_OT_resume_job(_JobOperator, bpy.types.Operator):
+    """Continue the last job from its checkpoint on the service (after a cancel, a crash or a killed worker), then import its result"""
+
+    bl_idname = "radiant_forge.resume_job"
+    bl_label = "Resume"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        runner = last_runner()
+        if active_runner() is not None:
+            cls.poll_message_set("a job is running")
+            return False
+        if runner is None or not runner.job_id:
+            cls.poll_message_set("no job of this session to resume")
+            return False
+        return True
+
+    def make_runner(self, context):
+        return last_runner().resumed()
+
+    def _finish(self, context, runner):
+        outcome = super()._finish(context, runner)
+        result_object = getattr(runner, "result_object", None)  # a text-to-3D mesh (Gaussians: sync_status)
+        if result_object is not None:
+            context.window_manager.radiantforge_job.result_object = result_object
+        return outcome
+
+
 class RADIANTFORGE_OT_cancel_job(bpy.types.Operator):
     """Stop the running Radiant Forge job (a capture stops after the current view)"""
 
@@ -278,4 +315,4 @@ class RADIANTFORGE_OT_cancel_job(bpy.types.Operator):
 
 
 CLASSES = (RADIANTFORGE_OT_capture_train, RADIANTFORGE_OT_export_job, RADIANTFORGE_OT_train_dataset,
-           RADIANTFORGE_OT_cancel_job)
+           RADIANTFORGE_OT_resume_job, RADIANTFORGE_OT_cancel_job)

@@ -267,6 +267,12 @@ def apply_texture_result(target: TextureTarget, result_dir: Path, prompt: str) -
 class TextureJobRunner(pipeline.JobRunner):
     """A texture job from a written job folder: submit, follow, download, then apply the texture to ``target``."""
 
+    # The object (or UV map) a texture job works on is removed when the job stops without a result,
+    # and the texture only fits those UVs: a resumed job would have nothing to go onto.
+    resume_refusal = ("a stopped texture job cannot be resumed from Blender (the object copy it textures was "
+                      "removed); resume it where the service runs (`radiantforge run JOB --resume`) or texture "
+                      "the mesh again")
+
     def __init__(self, job_dir, target: TextureTarget, prompt: str, **kwargs):
         options = pipeline.ImportOptions(gaussians=False, turntable=False, test_renders=False)
         super().__init__(job_dir, import_options=options, **kwargs)
