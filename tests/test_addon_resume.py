@@ -15,7 +15,7 @@ import plyfile
 
 from blender_helpers import run_bpy
 
-ITERS = 300
+ITERS = 200
 
 SCRIPT = """
 import json

@@ -557,23 +557,23 @@ def _ply_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def test_a_killed_workers_job_resumes_to_the_same_result(service, dataset, tmp_path):
-    params = dict(iters=600, checkpoint_every=100, test_renders=False, **FAST)
+    params = dict(iters=400, checkpoint_every=100, test_renders=False, **FAST)
     straight_dir = make_job(tmp_path / "straight", dataset, **params)
     straight_id = service.post("/jobs", json={"path": str(straight_dir)}).json()["id"]
     assert service.wait_until_ended(straight_id, JOB_TIMEOUT_S)["state"] == "finished"
 
     archive = zip_folder(make_job(tmp_path / "victim", dataset, **params), tmp_path / "victim.zip")
     victim_id = _upload(service, archive).json()["id"]
-    running = service.wait_for(victim_id, lambda job: (job["progress"] or {}).get("step", 0) >= 250, JOB_TIMEOUT_S,
-                               "step 250")
+    running = service.wait_for(victim_id, lambda job: (job["progress"] or {}).get("step", 0) >= 150, JOB_TIMEOUT_S,
+                               "step 150")
     os.kill(running["worker_pid"], signal.SIGKILL)
     failed = service.wait_until_ended(victim_id, JOB_TIMEOUT_S)
     assert failed["state"] == "failed" and failed["resumable"]
     held = failed["checkpoint"]["step"]
-    assert 200 <= held < 600 and held % 100 == 0 and failed["checkpoint"]["total"] == 600
+    assert 100 <= held < 400 and held % 100 == 0 and failed["checkpoint"]["total"] == 400
     error = service.events(victim_id)[-1]
     assert error["type"] == "error" and error["checkpoint_step"] == held and error["resumable"]
-    assert f"checkpoint holds step {held} of 600" in error["message"]
+    assert f"checkpoint holds step {held} of 400" in error["message"]
     assert "log_tail" not in error
 
     resumed = service.post(f"/jobs/{victim_id}/resume")
@@ -601,7 +601,7 @@ def _ply_arrays_from_bytes(data: bytes) -> dict[str, np.ndarray]:
 
 
 def test_cli_run_resume_continues_a_killed_run(dataset, tmp_path):
-    job_dir = make_job(tmp_path / "job", dataset, iters=300, checkpoint_every=50, **FAST)
+    job_dir = make_job(tmp_path / "job", dataset, iters=200, checkpoint_every=50, **FAST)
     command = [sys.executable, "-m", "radiantforge", "run", str(job_dir)]
     refused = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "no checkpoint to resume from" in refused.stderr
@@ -611,8 +611,8 @@ def test_cli_run_resume_continues_a_killed_run(dataset, tmp_path):
     try:
         deadline = time.monotonic() + JOB_TIMEOUT_S
         info = checkpoint_path(job_dir / "checkpoints").with_name("gaussians_checkpoint.pt.json")
-        while not (info.is_file() and json.loads(info.read_text())["step"] >= 100):
-            assert time.monotonic() < deadline and run.poll() is None, "no checkpoint at step 100"
+        while not (info.is_file() and json.loads(info.read_text())["step"] >= 50):
+            assert time.monotonic() < deadline and run.poll() is None, "no checkpoint at step 50"
             time.sleep(0.05)
     finally:
         run.kill()
