@@ -5,7 +5,7 @@
     python scripts/bench_mesh_render.py --device cuda --supersample 2
 
 Meshes
-- spot: the real Spot asset (/work/shared/assets/spot, 5,856 triangles, its own UVs and 1024^2
+- spot: the real Spot asset (../shared/assets/spot, 5,856 triangles, its own UVs and 1024^2
   texture).
 - bunny: the Stanford bunny scan (69,451 triangles, no UVs), coloured by random vertex colours
   (gradients go to the vertex colours).

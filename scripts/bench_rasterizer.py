@@ -21,7 +21,7 @@ every parallel op waiting for a descheduled sibling (seconds instead of 0.3 s me
 --omp-passive runs the workers with OMP_WAIT_POLICY=PASSIVE, which avoids that.
 
 Scenes
-- donut: the real 45,624-Gaussian file /work/shared/assets/splats/donut-sh0.ply (SH degree 0),
+- donut: the real 45,624-Gaussian file ../shared/assets/splats/donut-sh0.ply (beside the repository) (SH degree 0),
   seen from 0.35 m at 30 degrees elevation with a 40 degree field of view (it fills most of the frame).
 - random-N (random-1k ... random-200k): a sphere of radius 1 seen from 3.2 m (same FOV): 90 % of the means on its surface
   (radial noise N(0, 0.02)), 10 % uniform inside; scales exp(N(ln s0, 0.5)) per axis with
@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DONUT = Path("/work/shared/assets/splats/donut-sh0.ply")
+DONUT = REPO.parent / "shared" / "assets" / "splats" / "donut-sh0.ply"
 TCMALLOC_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4")
 REFERENCE_MEMORY_LIMIT = 4e9  # bytes of autograd graph the reference may build
 REFERENCE_BYTES_PER_GAUSSIAN_PIXEL = 8 * 12  # float64 values kept per (Gaussian, pixel) for backward

@@ -30,9 +30,8 @@ def report(payload):
 
 def splat_asset(name: str) -> Path:
     """A shared splat file; the shared folder sits beside the repo (../shared/assets/splats)."""
-    for base in (SPLAT_ASSETS, Path("/work/shared/assets/splats")):
-        if (base / name).is_file():
-            return base / name
+    if (SPLAT_ASSETS / name).is_file():
+        return SPLAT_ASSETS / name
     raise FileNotFoundError(f"shared asset {name} not found in {SPLAT_ASSETS}")
 
 

@@ -14,7 +14,9 @@ from radiantforge.errors import InputError
 from radiantforge.gaussians.ply import gaussian_ply_property_names, load_gaussian_ply, save_gaussian_ply
 from radiantforge.gaussians.splats import SH_C0, GaussianSplats, sh0_to_rgb
 
-SPLATS = Path("/work/shared/assets/splats")
+from blender_helpers import SHARED_ASSETS
+
+SPLATS = SHARED_ASSETS / "splats"
 TRAIN_SH3 = SPLATS / "train-1000.ply"  # original 3DGS layout, SH degree 3, 62 properties
 DONUT_SH0 = SPLATS / "donut-sh0.ply"  # Mip-Splatting, SH degree 0, no normals, 14 properties
 SH_C1 = 0.4886025119029199  # the degree-1 SH basis constant
@@ -224,7 +226,7 @@ def test_not_a_splat_file(tmp_path):
     assert str(path) in str(caught.value)
     # A real PLY that is a mesh, not splats: names the first missing property.
     with pytest.raises(InputError) as caught:
-        load_gaussian_ply("/work/shared/assets/bunny/bun_zipper.ply")
+        load_gaussian_ply(SHARED_ASSETS / "bunny" / "bun_zipper.ply")
     assert caught.value.field == "f_dc_0"
 
 

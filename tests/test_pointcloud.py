@@ -1,7 +1,6 @@
 """Point-cloud PLY reading and writing, checked against plyfile (an independent reader/writer)
 and against a real ASCII mesh PLY written by another tool (the Stanford bunny)."""
 
-from pathlib import Path
 
 import numpy as np
 import plyfile
@@ -11,7 +10,9 @@ import torch
 from radiantforge.data.pointcloud import DEFAULT_POINT_GREY, read_ply_vertices, read_points_ply, write_points_ply
 from radiantforge.errors import InputError
 
-BUNNY = Path("/work/shared/assets/bunny/bun_zipper.ply")
+from blender_helpers import SHARED_ASSETS
+
+BUNNY = SHARED_ASSETS / "bunny" / "bun_zipper.ply"
 BUNNY_VERTICES = 35947
 
 

@@ -23,6 +23,7 @@ from radiantforge.gaussians.sh import evaluate_sh
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_rasterizer import reference_radii, reference_rasterize  # noqa: E402
+from blender_helpers import SHARED_ASSETS  # noqa: E402
 
 IMAGE_TOL = 1e-4
 GRAD_RTOL = 1e-4
@@ -259,7 +260,7 @@ def test_float64_matches_reference_to_rounding(backend):
         torch.testing.assert_close(p.grad, ref.grad, atol=1e-9 * float(ref.grad.abs().max()), rtol=0, msg=lambda m: f"{name}: {m}")
 
 
-SPLATS = Path("/work/shared/assets/splats")
+SPLATS = SHARED_ASSETS / "splats"
 
 
 def read_3dgs_ply(path: Path):

@@ -1,7 +1,7 @@
 """Text-to-3D (radiantforge.text3d): known-answer generation with the oracle, and the real diffusers path.
 
 Known answer: the oracle denoiser (DESIGN.md) targets renders of Spot (Keenan Crane's textured cow,
-/work/shared/assets/spot) made by the mesh renderer from each step's cameras, with that step's
+../shared/assets/spot) made by the mesh renderer from each step's cameras, with that step's
 shading mode (normal / textureless / lambertian / albedo), point lights and random background.
 Generation must recover Spot: held-out renders >= 22 dB PSNR and silhouette IoU >= 0.9, and the
 extracted mesh within CHAMFER_LIMIT of the true surface. The latent path goes through the oracle's
