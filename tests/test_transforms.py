@@ -12,7 +12,13 @@ from PIL import Image
 
 from radiantforge.cameras import look_at_c2w_gl
 from radiantforge.data.pointcloud import write_points_ply
-from radiantforge.data.transforms import HOLDOUT_EVERY, load_nerf_dataset
+from radiantforge.data.transforms import (
+    HOLDOUT_EVERY,
+    MAX_FRAMES,
+    MAX_TRANSFORMS_BYTES,
+    check_nerf_dataset,
+    load_nerf_dataset,
+)
 from radiantforge.errors import InputError
 
 # The first two frames of NeRF-synthetic lego's transforms_train.json, as published.
@@ -421,3 +427,21 @@ def test_bad_folder_and_arguments(tmp_path):
     with pytest.raises(InputError) as caught:
         load_nerf_dataset(root, splits=("train", "holdout"))
     assert caught.value.field == "splits"
+
+
+def test_transforms_file_size_and_frame_count_are_bounded_before_any_frame_is_checked(tmp_path):
+    """A client's transforms file with hundreds of thousands of frames once took seconds and
+    hundreds of MB of the service's memory before it was refused; both bounds now come first."""
+    root = small_synthetic_dataset(tmp_path)
+    document = json.loads((root / "transforms_train.json").read_text())
+    document["frames"] = document["frames"][:1] * (MAX_FRAMES + 1)
+    (root / "transforms_train.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match=f"lists {MAX_FRAMES + 1:,} frames; at most {MAX_FRAMES:,}") as caught:
+        check_nerf_dataset(root)
+    assert caught.value.field == "frames" and Path(caught.value.file).name == "transforms_train.json"
+
+    padding = " " * (MAX_TRANSFORMS_BYTES + 1 - len(json.dumps(document)))
+    (root / "transforms_train.json").write_text(json.dumps(document) + padding)
+    with pytest.raises(InputError, match=f"a transforms file may be at most {MAX_TRANSFORMS_BYTES // 2**20} MB") as caught:
+        check_nerf_dataset(root)
+    assert Path(caught.value.file).name == "transforms_train.json"

@@ -26,7 +26,8 @@ file (nerfstudio allows per-frame intrinsics):
 climbs out with ``..`` is refused (a dataset is one folder: a job's ``data/``, an upload), as is
 ``ply_file_path``. Without an image extension (NeRF-synthetic's ``./train/r_0``) it names a PNG;
 with one (``images/frame_00001.jpg``) it is used as given. An image has at most
-``MAX_IMAGE_PIXELS`` pixels.
+``MAX_IMAGE_PIXELS`` pixels; a transforms file is at most ``MAX_TRANSFORMS_BYTES`` and lists at
+most ``MAX_FRAMES`` frames.
 Images may be RGB or RGBA (PNG, JPG, ...); RGBA images are composited over the background
 colour: ``rgb * a + background * (1 - a)``. All images of a split must have the same size.
 
@@ -77,6 +78,13 @@ HOLDOUT_EVERY = 8
 # The most pixels an image may have: an 8K frame (7680 x 4320) is 33 MP; decoded as float RGBA,
 # this cap is 640 MB for one image. Larger photos are downscaled before training anyway.
 MAX_IMAGE_PIXELS = 40_000_000
+
+# The largest transforms file and the most frames one may list. Parsing JSON takes about five
+# times its size in memory, and every frame is checked before any image is read, so a file from a
+# client is bounded before it is parsed. Real captures stay far below: a 5,000-frame nerfstudio
+# capture with per-frame intrinsics is about 3 MB.
+MAX_TRANSFORMS_BYTES = 32 * 2**20
+MAX_FRAMES = 50_000
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_IMAGE_SUFFIX = ".png"  # NeRF-synthetic file_path entries have none
@@ -302,6 +310,11 @@ def _find_dataset_folder(root: Path) -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
+        size = path.stat().st_size
+        if size > MAX_TRANSFORMS_BYTES:
+            raise InputError(
+                f"is {size / 2**20:.1f} MB; a transforms file may be at most {MAX_TRANSFORMS_BYTES // 2**20} MB", file=path
+            )
         text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte {exc.start})", file=path) from None
@@ -326,6 +339,8 @@ def _frames_of(path: Path, document: dict) -> list:
         raise InputError(f"must be a list, found {type(frames).__name__}", file=path, field="frames")
     if not frames:
         raise InputError("is empty; a split needs at least one frame", file=path, field="frames")
+    if len(frames) > MAX_FRAMES:
+        raise InputError(f"lists {len(frames):,} frames; at most {MAX_FRAMES:,} are allowed", file=path, field="frames")
     return frames
 
 
