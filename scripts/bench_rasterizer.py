@@ -6,8 +6,9 @@
     python scripts/bench_rasterizer.py --allocator tcmalloc   # also run every case with tcmalloc
     python scripts/bench_rasterizer.py --threads 1            # steadier figures on a shared machine
 
-Backends (--backends, default both): "torch" is rasterize(backend="torch"), the pure-PyTorch path;
-"native" is rasterize(backend="native"), the Numba kernels of radiantforge.gaussians.native. Each
+Backends (--backends, default both), resolved once per case (radiantforge.gaussians.rasterizers) as a
+training run resolves its choice: "torch" is the pure-PyTorch path, "native" the Numba kernels of
+radiantforge.gaussians.native, both called through rasterize(..., backend=<the resolved one>). Each
 case runs once per backend and per thread count (--threads, default 1,2), so the table shows time
 against N, resolution, backend and threads, with the native/torch speed-up of the same run.
 
@@ -125,8 +126,9 @@ def run_case(args) -> dict:
         torch.set_num_threads(int(args.threads))
     from radiantforge.gaussians import rasterize as rasterize_module
     from radiantforge.gaussians.rasterize import rasterize
+    from radiantforge.gaussians.rasterizers import resolve_rasterizer
 
-    backend = args.backend
+    backend = resolve_rasterizer(args.backend, "cpu")  # once per case, as a training run resolves its choice
     means, quats, scales, opacities, colors, sh_degree, viewmat, intrinsics = load_scene(args.scene, args.n)
     size = args.size
     Ks = intrinsics(size)

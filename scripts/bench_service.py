@@ -70,7 +70,7 @@ from service_helpers import ServiceProcess, make_sphere_dataset, zip_folder
 TRAIN_ITERS = 100_000
 PROGRESS_EVERY = 10
 JOB_PARAMS = {
-    "iters": TRAIN_ITERS, "checkpoint_every": 0, "device": "cpu", "progress_every": PROGRESS_EVERY,
+    "steps": TRAIN_ITERS, "checkpoint_every": 0, "device": "cpu", "progress_every": PROGRESS_EVERY,
     # Nothing beyond training steps while the window is timed.
     "eval_every": 0, "test_renders": False, "turntable_frames": 0,
 }

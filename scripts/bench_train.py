@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/bench_train.py DATA_DIR [--iters N] [--eval-every K] [--device cpu] [--backend native]
+    python scripts/bench_train.py DATA_DIR [--steps N] [--eval-every K] [--device cpu] [--backend native]
     python scripts/bench_train.py --default-scene [--views 60 --resolution 128]
     python scripts/bench_train.py --default-scene --compare-backends native,torch   # same run, both rasterizers
     python scripts/bench_train.py --issue6 [--threads 2]   # the native-rasterizer training benchmark
@@ -40,7 +40,7 @@ TARGET_PSNR_DB = 30.0
 TARGET_SECONDS = 600.0
 BACKENDS = ("auto", "torch", "native", "gsplat")
 # The training benchmark of the native-rasterizer issue.
-ISSUE6 = {"views": 200, "resolution": "160x90", "points": 15_000, "iters": 2000, "max_gaussians": 15_000,
+ISSUE6 = {"views": 200, "resolution": "160x90", "points": 15_000, "steps": 2000, "max_gaussians": 15_000,
           "eval_every": 500, "compare_backends": "native,torch"}
 ISSUE6_TARGET_SECONDS = 30.0
 
@@ -76,7 +76,7 @@ def train_once(data: Path, work: Path, args, backend: str) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = GaussianTrainConfig(iters=args.iters, eval_every=args.eval_every, max_gaussians=args.max_gaussians,
+    config = GaussianTrainConfig(steps=args.steps, eval_every=args.eval_every, max_gaussians=args.max_gaussians,
                                  sh_degree=args.sh_degree, device=args.device, seed=args.seed, downscale=args.downscale,
                                  checkpoint_every=0, rasterize_backend=backend)
     if backend == "native" or (backend == "auto" and args.device in ("cpu", "auto")):
@@ -87,7 +87,7 @@ def train_once(data: Path, work: Path, args, backend: str) -> dict:
         print(f"native kernels {'ready' if ready else 'unavailable'} in {time.perf_counter() - started:.1f} s")
     out_dir = work / f"result_{backend}_{time.strftime('%Y%m%d_%H%M%S')}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, rasterizer {backend}; "
-          f"{args.iters} steps, eval every {args.eval_every}; load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"{args.steps} steps, eval every {args.eval_every}; load average {os.getloadavg()[0]:.1f}", flush=True)
     started, cpu_started = time.perf_counter(), time.process_time()
     result = train_gaussians(data, out_dir, config=config, events=EventLog(work / f"events_{backend}.jsonl", echo=True))
     metrics = result.metrics
@@ -124,7 +124,7 @@ def print_run(run: dict) -> None:
 def run_in_subprocess(data: Path, work: Path, args, backend: str) -> dict:
     """train_once in a fresh process (so each backend starts from the same state), its log streamed."""
     command = [sys.executable, __file__, str(data), "--out", str(work), "--worker-backend", backend,
-               "--iters", str(args.iters), "--eval-every", str(args.eval_every), "--max-gaussians", str(args.max_gaussians),
+               "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--max-gaussians", str(args.max_gaussians),
                "--sh-degree", str(args.sh_degree), "--device", args.device, "--seed", str(args.seed),
                "--downscale", str(args.downscale), "--threads", str(args.threads)]  # fmt: skip
     summary_path = work / f"summary_{backend}.json"
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=None, help="capture: points in points3d.ply (default: the capture CLI's)")
     parser.add_argument("--engine", help="capture render engine (default: the capture CLI's)")
     parser.add_argument("--out", help="work folder (default: a new temporary folder)")
-    parser.add_argument("--iters", type=int, default=6000)
+    parser.add_argument("--steps", "--iters", dest="steps", type=int, default=6000)
     parser.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations")
     parser.add_argument("--max-gaussians", type=int, default=200_000)
     parser.add_argument("--sh-degree", type=int, default=3)

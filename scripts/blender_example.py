@@ -4,7 +4,7 @@
 With the pip `bpy` module, in the venv where Radiant Forge is installed (the backend is started
 with this same interpreter):
 
-    python scripts/blender_example.py scene.blend --out scene_splats.blend --views 48 --iters 3000
+    python scripts/blender_example.py scene.blend --out scene_splats.blend --views 48 --steps 3000
 
 With a Blender binary (the extension installed, or this repository's addon/ found next to this script):
 
@@ -55,7 +55,7 @@ def build_parser(blend_from_blender: bool) -> argparse.ArgumentParser:
     parser.add_argument("--engine", default="SCENE", choices=("SCENE", "CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH"))
     parser.add_argument("--samples", type=int, default=0, help="render samples (0: the scene's)")
     parser.add_argument("--points", type=int, default=20000, help="surface points for points3d.ply (default 20000)")
-    parser.add_argument("--iters", type=int, default=3000, help="training steps (default 3000)")
+    parser.add_argument("--steps", "--iters", dest="steps", type=int, default=3000, help="training steps (default 3000)")
     parser.add_argument("--sh-degree", type=int, default=3, choices=range(4))
     parser.add_argument("--display", default="AUTO", choices=("AUTO", "ELLIPSOIDS", "POINTS"))
     parser.add_argument("--jobs-folder", help="where the job folder goes (default: beside the output .blend)")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.engine = args.engine
         settings.samples = args.samples
         settings.point_count = args.points
-        settings.iters = args.iters
+        settings.steps = args.steps
         settings.sh_degree = args.sh_degree
         settings.display = args.display
         settings.jobs_folder = args.jobs_folder or str(out.parent / "radiantforge_jobs")

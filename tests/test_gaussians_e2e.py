@@ -31,7 +31,7 @@ def finished_job(tiny_blender_dataset, tmp_path_factory):
 def test_training_on_a_blender_scene_beats_its_start(finished_job):
     job, outcome = finished_job
     dataset = load_nerf_dataset(job / "data")
-    initial, _ = init_gaussians(dataset, GaussianTrainConfig(iters=ITERS, sh_degree=1))
+    initial, _ = init_gaussians(dataset, GaussianTrainConfig(steps=ITERS, sh_degree=1))
     initial_psnr = evaluate_splats(initial, dataset.test, dataset.background, device="cpu")["psnr"]
     metrics = json.loads((job / "result" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n_views"] == len(dataset.test)
@@ -91,11 +91,11 @@ def test_cli_render_and_eval_on_the_trained_ply(finished_job, tmp_path):
 def test_cli_trains_with_the_rasterizer_asked_for(tiny_blender_dataset, tmp_path):
     out = tmp_path / "out"
     trained = subprocess.run([sys.executable, "-m", "radiantforge", "train-gaussians", str(tiny_blender_dataset),
-                              "--out", str(out), "--iters", "20", "--sh-degree", "0", "--rasterizer", "torch"],
+                              "--out", str(out), "--steps", "20", "--sh-degree", "0", "--rasterizer", "torch"],
                              capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr
     result = json.loads((out / "result.json").read_text())
-    assert result["config"]["rasterize_backend"] == "torch" and result["iters"] == 20
+    assert result["config"]["rasterize_backend"] == "torch" and result["steps"] == 20
     unknown = subprocess.run([sys.executable, "-m", "radiantforge", "train-gaussians", str(tiny_blender_dataset),
                               "--out", str(tmp_path / "other"), "--rasterizer", "vulkan"],
                              capture_output=True, text=True, timeout=120)

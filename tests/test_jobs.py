@@ -66,3 +66,34 @@ def test_terminal_echo_shows_messages_and_progress(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "preparing the native CPU rasterizer" in err and "warning: careful" in err and "5/10" in err
     assert [e["type"] for e in read_events(tmp_path / "events.jsonl")] == ["info", "warning", "progress"]
+
+
+def test_old_parameter_names_are_aliases_and_the_config_is_built_once_with_overrides(tmp_path):
+    """job.json files of earlier releases say "iters"; the step count is "steps" everywhere now."""
+    write_job(tmp_path / "old", "gaussians", {"iters": 12})
+    spec = read_job_spec(tmp_path / "old", overrides={"device": "cpu"})
+    assert spec.params == {"iters": 12}  # as written
+    assert spec.config.steps == 12 and spec.config.device == "cpu"
+
+    (tmp_path / "both").mkdir()
+    (tmp_path / "both" / "job.json").write_text(json.dumps({"kind": "gaussians", "params": {"iters": 5, "steps": 6}}))
+    with pytest.raises(InputError, match="given twice, as iters and as steps") as info:
+        read_job_spec(tmp_path / "both")
+    assert info.value.field == "params.steps"
+    with pytest.raises(InputError) as info:  # a bad override is named as a parameter too
+        read_job_spec(tmp_path / "old", overrides={"device": "tpu"})
+    assert info.value.field == "params.device"
+
+
+def test_each_job_kind_is_one_registry_entry(tmp_path):
+    from radiantforge import jobs
+    from radiantforge.gaussians.config import GaussianTrainConfig
+    from radiantforge.text3d.config import Text3DConfig
+    from radiantforge.texture.config import TextureConfig
+
+    assert sorted(jobs.JOB_KINDS) == ["gaussians", "text3d", "texture"]
+    types = {name: jobs.job_kind(name).config_type for name in jobs.JOB_KINDS}
+    assert types == {"gaussians": GaussianTrainConfig, "texture": TextureConfig, "text3d": Text3DConfig}
+    files = {jobs.checkpoint_file(tmp_path, name).name for name in jobs.JOB_KINDS}
+    assert len(files) == 3, "two kinds would share a checkpoint"
+    assert [name for name in jobs.JOB_KINDS if jobs.job_kind(name).reads_data] == ["gaussians", "texture"]

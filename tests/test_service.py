@@ -22,11 +22,11 @@ from plyfile import PlyData
 
 import radiantforge
 from radiantforge.devices import resolve_device
-from radiantforge.config_checks import MAX_GAUSSIAN_ITERS
+from radiantforge.config_checks import MAX_GAUSSIAN_STEPS
 from radiantforge.errors import InputError
 from radiantforge.events import read_events
 from radiantforge.gaussians.train import checkpoint_path
-from radiantforge.jobs import JOB_PARAM_TYPES
+from radiantforge.jobs import JOB_KINDS
 from radiantforge.service import is_loopback, serve
 
 from service_helpers import ServiceProcess, make_job, make_sphere_dataset, wait_until_dead, zip_folder
@@ -35,7 +35,7 @@ TOKEN = "test-token-5d1c"
 MAX_UPLOAD_MB = 1
 # Small, fast runs: few Gaussians, degree-0 colour, a progress event every step.
 FAST = {"sh_degree": 0, "init_points": 100, "max_gaussians": 100, "device": "cpu", "progress_every": 1}
-NEVER_ENDING_ITERS = MAX_GAUSSIAN_ITERS  # a job that only stops when it is cancelled or killed
+NEVER_ENDING_ITERS = MAX_GAUSSIAN_STEPS  # a job that only stops when it is cancelled or killed
 JOB_TIMEOUT_S = 120.0
 
 
@@ -89,7 +89,7 @@ def test_health_reports_version_device_job_kinds_and_local_models(service):
     assert health["device"]["type"] == resolve_device("auto").type
     assert isinstance(health["device"]["name"], str) and health["device"]["name"]
     assert health["device"]["memory_total_bytes"] is None or health["device"]["memory_total_bytes"] > 0
-    assert health["job_kinds"] == sorted(JOB_PARAM_TYPES)
+    assert health["job_kinds"] == sorted(JOB_KINDS)
     # Only complete model downloads count; datasets are not models.
     assert [model["id"] for model in health["models"]] == ["tiny-org/tiny-sd"]
     assert health["max_upload_bytes"] == MAX_UPLOAD_MB * 1024 * 1024
@@ -132,7 +132,7 @@ def test_uploaded_job_runs_and_its_results_download(service, dataset, tmp_path):
     ended = service.wait_until_ended(job_id, JOB_TIMEOUT_S)
     assert ended["state"] == "finished", ended
     result = ended["result"]
-    assert result["iters"] == 3
+    assert result["steps"] == 3
     assert ended["progress"]["step"] == 3 and ended["progress"]["total"] == 3
     listed = {entry["path"] for entry in result["files"] if entry.get("format") != "frames"}
     frame_folders = {entry["path"] for entry in result["files"] if entry.get("format") == "frames"}

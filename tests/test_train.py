@@ -129,7 +129,7 @@ def trained(scene_dir, dataset, no_lpips_weights, tmp_path_factory):
     """One full training run shared by the tests that inspect its outcome."""
     work = tmp_path_factory.mktemp("trained")
     events_path = work / "events.jsonl"
-    config = GaussianTrainConfig(iters=TRAIN_ITERS, eval_every=EVAL_EVERY, progress_every=10, **FAST_OPTIONS)
+    config = GaussianTrainConfig(steps=TRAIN_ITERS, eval_every=EVAL_EVERY, progress_every=10, **FAST_OPTIONS)
     initial_splats, _ = init_gaussians(dataset, config)
     initial = evaluate_splats(initial_splats, dataset.test, dataset.background, device="cpu", lpips_net=None,
                               backend="torch")
@@ -218,7 +218,7 @@ def test_a_finished_result_is_never_overwritten_silently(trained, scene_dir):
     out_dir = trained["result"].out_dir
     before = (out_dir / "result.json").read_text()
     with pytest.raises(InputError, match="finished result"):
-        train_gaussians(scene_dir, out_dir, iters=5, **FAST_OPTIONS)
+        train_gaussians(scene_dir, out_dir, steps=5, **FAST_OPTIONS)
     assert (out_dir / "result.json").read_text() == before
 
 
@@ -226,7 +226,7 @@ def test_cap_on_the_number_of_gaussians_holds(dataset, tmp_path):
     cap = 480
     events_path = tmp_path / "events.jsonl"
     options = {**FAST_OPTIONS, "max_gaussians": cap, "progress_every": 4}
-    result = train_gaussians(dataset, tmp_path / "out", iters=120, events=EventLog(events_path), test_renders=False,
+    result = train_gaussians(dataset, tmp_path / "out", steps=120, events=EventLog(events_path), test_renders=False,
                              **options)
     counts = [e["n_gaussians"] for e in read_events(events_path) if e["type"] == "progress"]
     assert max(counts) <= cap
@@ -239,7 +239,7 @@ def test_stop_checkpoints_and_resume_is_bit_exact(dataset, tmp_path, backend):
     iters, stop_after = 80, 30  # the strategy refines and resets at step 30, using statistics from before the stop
     options = {**FAST_OPTIONS, "test_renders": False, "progress_every": 10, "rasterize_backend": backend}
 
-    straight = train_gaussians(dataset, tmp_path / "straight", iters=iters, **options)
+    straight = train_gaussians(dataset, tmp_path / "straight", steps=iters, **options)
 
     calls = {"n": 0}
 
@@ -250,7 +250,7 @@ def test_stop_checkpoints_and_resume_is_bit_exact(dataset, tmp_path, backend):
     events_path = tmp_path / "events.jsonl"
     checkpoints = tmp_path / "checkpoints"
     with pytest.raises(JobCancelled):
-        train_gaussians(dataset, tmp_path / "resumed", iters=iters, checkpoint_dir=checkpoints,
+        train_gaussians(dataset, tmp_path / "resumed", steps=iters, checkpoint_dir=checkpoints,
                         events=EventLog(events_path), should_stop=stop_after_k_steps, **options)
     cancelled = [e for e in read_events(events_path) if e["type"] == "cancelled"]
     assert len(cancelled) == 1 and cancelled[0]["step"] == stop_after
@@ -258,11 +258,11 @@ def test_stop_checkpoints_and_resume_is_bit_exact(dataset, tmp_path, backend):
     assert not (tmp_path / "resumed").exists()  # nothing half-done under the result name
 
     with pytest.raises(InputError) as refused:
-        train_gaussians(dataset, tmp_path / "resumed", iters=iters + 1, checkpoint_dir=checkpoints, resume=True,
+        train_gaussians(dataset, tmp_path / "resumed", steps=iters + 1, checkpoint_dir=checkpoints, resume=True,
                         **options)
-    assert refused.value.field == "iters"
+    assert refused.value.field == "steps"
 
-    resumed = train_gaussians(dataset, tmp_path / "resumed", iters=iters, checkpoint_dir=checkpoints, resume=True,
+    resumed = train_gaussians(dataset, tmp_path / "resumed", steps=iters, checkpoint_dir=checkpoints, resume=True,
                               events=EventLog(events_path), **options)
     for name, tensor in straight.splats.as_dict().items():
         assert torch.equal(getattr(resumed.splats, name), tensor), name
@@ -275,16 +275,16 @@ def test_resume_tolerates_a_half_written_preview_of_a_killed_run(dataset, tmp_pa
     options = {**FAST_OPTIONS, "test_renders": False, "progress_every": 5}
     out_dir, checkpoints = tmp_path / "result", tmp_path / "checkpoints"
     with pytest.raises(JobCancelled):
-        train_gaussians(dataset, out_dir, iters=20, checkpoint_dir=checkpoints, preview_dir=out_dir,
+        train_gaussians(dataset, out_dir, steps=20, checkpoint_dir=checkpoints, preview_dir=out_dir,
                         should_stop=lambda: len(list(out_dir.glob("preview.png"))) > 0, **options)
     assert (out_dir / "preview.png").is_file()
     (out_dir / ".preview.png.12345.tmp.png").write_bytes(b"half a png")
     (out_dir / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
-        train_gaussians(dataset, out_dir, iters=20, checkpoint_dir=checkpoints, resume=True, **options)
+        train_gaussians(dataset, out_dir, steps=20, checkpoint_dir=checkpoints, resume=True, **options)
     assert (out_dir / "notes.txt").read_text() == "mine"
     (out_dir / "notes.txt").unlink()
-    result = train_gaussians(dataset, out_dir, iters=20, checkpoint_dir=checkpoints, resume=True,
+    result = train_gaussians(dataset, out_dir, steps=20, checkpoint_dir=checkpoints, resume=True,
                              preview_dir=out_dir, **options)
     assert (result.out_dir / "result.json").is_file() and (result.out_dir / "preview.png").is_file()
     assert not list(result.out_dir.glob(".preview.png.*"))
@@ -295,7 +295,7 @@ def test_auto_trains_with_the_native_rasterizer_and_falls_back_with_a_warning(da
     without Numba, a warning event and exactly the PyTorch run."""
     from radiantforge.gaussians import native
 
-    options = {**FAST_OPTIONS, "test_renders": False, "iters": 60}
+    options = {**FAST_OPTIONS, "test_renders": False, "steps": 60}
     with_torch = train_gaussians(dataset, tmp_path / "torch", **options)
     monkeypatch.setattr(native, "_ready_dtypes", set())  # as in a fresh process, whatever ran before
     events_path = tmp_path / "native.jsonl"
@@ -329,9 +329,9 @@ def test_resume_without_a_checkpoint_names_the_file(dataset, tmp_path):
 
 @pytest.mark.parametrize(
     "options, field",
-    [({"iters": 0}, "iters"), ({"sh_degree": 4}, "sh_degree"), ({"background": (2, 0, 0)}, "background"),
+    [({"steps": 0}, "steps"), ({"sh_degree": 4}, "sh_degree"), ({"background": (2, 0, 0)}, "background"),
      ({"ssim_lambda": -0.1}, "ssim_lambda"), ({"strategy": "magic"}, "strategy"), ({"device": "tpu"}, "device"),
-     ({"max_gaussians": 0}, "max_gaussians"), ({"iters": 1.5}, "iters"), ({"test_renders": "yes"}, "test_renders")],
+     ({"max_gaussians": 0}, "max_gaussians"), ({"steps": 1.5}, "steps"), ({"test_renders": "yes"}, "test_renders")],
 )
 def test_bad_config_names_the_field(options, field):
     with pytest.raises(InputError) as caught:
@@ -344,7 +344,7 @@ def test_unknown_option_and_bad_data_are_input_errors(tmp_path):
         train_gaussians(tmp_path, tmp_path / "out", bogus=1)
     assert caught.value.field == "bogus"
     with pytest.raises(InputError):
-        train_gaussians(tmp_path / "missing", tmp_path / "out", iters=5)
+        train_gaussians(tmp_path / "missing", tmp_path / "out", steps=5)
 
 
 def test_random_init_lies_in_the_visual_hull(dataset):
@@ -396,7 +396,7 @@ def test_mcmc_strategy_trains_too(dataset, tmp_path):
     cap = 900
     events_path = tmp_path / "events.jsonl"
     options = {**FAST_OPTIONS, "max_gaussians": cap}
-    config = GaussianTrainConfig(iters=200, strategy="mcmc", test_renders=False, progress_every=20, **options)
+    config = GaussianTrainConfig(steps=200, strategy="mcmc", test_renders=False, progress_every=20, **options)
     initial_splats, _ = init_gaussians(dataset, config)
     assert torch.allclose(torch.sigmoid(initial_splats.opacities), torch.tensor(0.5))  # MCMC's starting opacity
     initial = evaluate_splats(initial_splats, dataset.test, dataset.background, device="cpu", lpips_net=None,

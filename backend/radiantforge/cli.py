@@ -11,8 +11,10 @@ import threading
 from pathlib import Path
 
 from . import __version__
-from .devices import DEVICE_CHOICES, RASTERIZE_BACKENDS
+from .demo import DEMO_STEPS
+from .devices import DEVICE_CHOICES
 from .errors import InputError, JobCancelled, RadiantForgeError
+from .gaussians.rasterizers import RASTERIZER_CHOICES
 
 
 def _parse_colour(text: str) -> tuple[float, float, float]:
@@ -44,7 +46,8 @@ def _positive_int(text: str) -> int:
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--iters", type=_positive_int, help="optimisation steps (default: the config's)")
+    parser.add_argument("--steps", "--iters", dest="steps", type=_positive_int,
+                        help="optimisation steps (default: the config's; --iters is the old name)")
     parser.add_argument("--sh-degree", type=int, choices=range(4), help="maximum SH degree (default 3)")
     parser.add_argument("--max-gaussians", type=_positive_int, help="cap on the number of Gaussians")
     parser.add_argument("--downscale", type=float, help="image downscale factor, e.g. 2 for half size")
@@ -52,13 +55,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="R,G,B in [0,1]: compositing colour for RGBA inputs and render background (default 1,1,1)")
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to train (default auto)")
-    parser.add_argument("--rasterizer", choices=RASTERIZE_BACKENDS, dest="rasterize_backend",
+    parser.add_argument("--rasterizer", choices=RASTERIZER_CHOICES, dest="rasterize_backend",
                         help="Gaussian rasterizer: auto (native Numba kernels on the CPU, gsplat on CUDA, PyTorch on "
                              "Apple GPUs), native, torch (pure PyTorch) or gsplat (default auto)")
 
 
 def _train_overrides(args) -> dict:
-    names = ("iters", "sh_degree", "max_gaussians", "downscale", "background", "seed", "device", "rasterize_backend")
+    names = ("steps", "sh_degree", "max_gaussians", "downscale", "background", "seed", "device", "rasterize_backend")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -225,7 +228,7 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, views=args.views, resolution=args.resolution, iters=args.iters, engine=args.engine,
+    run_demo(args.out, views=args.views, resolution=args.resolution, steps=args.steps, engine=args.engine,
              device=args.device, overwrite=args.overwrite)
     return 0
 
@@ -243,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_output", help="output folder (default ./demo_output)")
     p.add_argument("--views", type=_positive_int, default=48, help="number of rendered views (default 48)")
     p.add_argument("--resolution", type=_positive_int, default=96, help="image size in pixels (default 96)")
-    p.add_argument("--iters", type=_positive_int, default=1500, help="training steps (default 1500)")
+    p.add_argument("--steps", "--iters", dest="steps", type=_positive_int, default=DEMO_STEPS,
+                   help=f"training steps (default {DEMO_STEPS}; --iters is the old name)")
     p.add_argument("--engine", default="BLENDER_WORKBENCH", choices=("BLENDER_WORKBENCH", "CYCLES", "BLENDER_EEVEE"))
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")

@@ -20,7 +20,7 @@ MAX_SEED = 2**32 - 1
 # A turntable of one minute at 24 fps; longer orbits are a render job for Blender.
 MAX_TURNTABLE_FRAMES = 1440
 # Ten times the longest schedules in use (3DGS trains 30,000 steps; DreamFusion 10,000-15,000 SDS steps).
-MAX_GAUSSIAN_ITERS = 300_000
+MAX_GAUSSIAN_STEPS = 300_000
 MAX_GUIDED_STEPS = 100_000
 # Coordinate MLPs: far beyond the widths and depths that fit (64-256 wide, 2-8 deep); each is
 # allocated before the first step.

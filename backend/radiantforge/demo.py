@@ -18,6 +18,10 @@ from pathlib import Path
 from .errors import InputError, RadiantForgeError
 from .jobs import DATA_DIR, RESULT_DIR, run_job, write_job
 
+# Fewer steps than a real job's 7000 (GaussianTrainConfig.steps): the demo scene is 96 px and the
+# demo must finish in a few minutes on two CPU cores.
+DEMO_STEPS = 1500
+
 
 def capture_default_scene(data_dir: str | Path, *, views: int, resolution: int, engine: str, test_every: int = 8) -> None:
     """Render the built-in scene with Blender into ``data_dir`` (a NeRF-synthetic dataset)."""
@@ -33,7 +37,7 @@ def capture_default_scene(data_dir: str | Path, *, views: int, resolution: int, 
         raise RadiantForgeError(f"Blender capture failed (exit code {completed.returncode}); command: {' '.join(command)}")
 
 
-def run_demo(out: str | Path = "demo_output", *, views: int = 48, resolution: int = 96, iters: int = 1500,
+def run_demo(out: str | Path = "demo_output", *, views: int = 48, resolution: int = 96, steps: int = DEMO_STEPS,
              engine: str = "BLENDER_WORKBENCH", device: str = "auto", overwrite: bool = False) -> dict:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -42,7 +46,7 @@ def run_demo(out: str | Path = "demo_output", *, views: int = 48, resolution: in
         if not (out / "job.json").exists():
             raise InputError("refusing to overwrite a folder that is not an earlier demo job (no job.json)", file=out)
         shutil.rmtree(out)
-    write_job(out, "gaussians", {"iters": iters, "device": device})
+    write_job(out, "gaussians", {"steps": steps, "device": device})
     capture_default_scene(out / DATA_DIR, views=views, resolution=resolution, engine=engine)
     outcome = run_job(out, echo=True)
     if outcome["state"] != "finished":
@@ -54,6 +58,6 @@ def run_demo(out: str | Path = "demo_output", *, views: int = 48, resolution: in
     for entry in outcome["result"].get("files", []):
         print(f"  {entry.get('role', ''):>14}  {entry.get('path', '')}", file=sys.stderr)
     summary = {key: metrics.get(key) for key in ("psnr", "ssim", "lpips", "lpips_status", "split", "n_views",
-                                                  "iters", "n_gaussians", "train_seconds", "init_source")}
+                                                  "steps", "n_gaussians", "train_seconds", "init_source")}
     print(json.dumps(summary, indent=2))
     return outcome

@@ -7,9 +7,8 @@ import torch
 from .errors import InputError, quoted
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-# Gaussian rasterizer implementations (radiantforge.gaussians.rasterize): "auto" picks native on
-# the CPU, gsplat on CUDA and the pure-PyTorch one on Apple GPUs.
-RASTERIZE_BACKENDS = ("auto", "native", "torch", "gsplat")
+# The Gaussian rasterizer choices ("auto", "native", "torch", "gsplat") are registered in
+# radiantforge.gaussians.rasterizers (RASTERIZER_CHOICES), with what "auto" means on each device.
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -16,17 +16,18 @@ import time
 from pathlib import Path
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` as JSON can hold it: numbers from tensors and arrays, paths as strings, NaN and infinity as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -44,7 +45,7 @@ class EventLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(self, type: str, **fields) -> dict:
-        event = {"type": type, "time": round(time.time(), 3), **_jsonable(fields)}
+        event = {"type": type, "time": round(time.time(), 3), **jsonable(fields)}
         if self.path is not None:
             line = json.dumps(event, allow_nan=False) + "\n"
             with self._lock, open(self.path, "a", encoding="utf-8") as f:

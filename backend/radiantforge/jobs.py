@@ -25,6 +25,7 @@ service's ``--model-dir``), or anywhere when the caller allows any (the command 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import traceback
@@ -33,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import STOP_CANCELLED, STOP_SUSPENDED, InputError, JobCancelled, RadiantForgeError, quoted, shorten
 from .events import EventLog, read_events
+from .result_folders import RESULT_FILE
 
 JOB_FORMAT_VERSION = 1
 JOB_FILE = "job.json"
@@ -48,36 +50,117 @@ CHECKPOINT_DIR = "checkpoints"
 
 @dataclasses.dataclass
 class JobSpec:
+    """A job.json as read: ``params`` as written there; ``config`` the job's config built from them
+    (with any overrides the caller gave, e.g. the device), once, by :func:`read_job_spec`."""
+
     kind: str
     params: dict[str, Any]
     format_version: int = JOB_FORMAT_VERSION
+    config: Any = dataclasses.field(default=None, repr=False, compare=False)
 
 
-def _gaussian_config_type():
-    from .gaussians.train import GaussianTrainConfig
+@dataclasses.dataclass(frozen=True)
+class JobKind:
+    """What the job folder code needs of one kind of job; adding a kind is one entry in JOB_KINDS.
 
-    return GaussianTrainConfig
+    config_type: the dataclass its params must fit (built once per run, checked in __post_init__).
+    reads_data: whether it needs inputs in data/.
+    check: (job_dir, config, model_roots) -> None: what can be checked before work starts, from
+        the headers of the files in data/ (never their pixels or geometry); raises InputError.
+    run: (JobRun) -> Path: runs (or resumes) the job, returns its result folder.
+    checkpoint_file: the checkpoint's name in checkpoints/.
+    aliases: old parameter name -> its name now, accepted in job.json for a release.
+    """
+
+    config_type: type
+    reads_data: bool
+    check: Callable[[Path, Any, Sequence[str | Path] | None], None]
+    run: Callable[["JobRun"], Path]
+    checkpoint_file: str
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _texture_config_type():
+@dataclasses.dataclass
+class JobRun:
+    """A validated job about to run: its folder, its config (built once), where its events go."""
+
+    job_dir: Path
+    config: Any
+    events: EventLog
+    resume: bool
+
+    @property
+    def data_dir(self) -> Path:
+        return self.job_dir / DATA_DIR
+
+    @property
+    def result_dir(self) -> Path:
+        return self.job_dir / RESULT_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.job_dir / CHECKPOINT_DIR
+
+    def should_stop(self) -> str | None:
+        return stop_requested(self.job_dir)
+
+
+def _gaussian_kind() -> JobKind:
+    from .data.transforms import check_nerf_dataset
+    from .gaussians.config import GaussianTrainConfig
+    from .gaussians.train import CHECKPOINT_FILE, train_gaussians
+
+    def check(job_dir: Path, config, model_roots) -> None:
+        check_nerf_dataset(job_dir / DATA_DIR, downscale=config.downscale, background=config.background)
+
+    def run(job: JobRun) -> Path:
+        return train_gaussians(job.data_dir, job.result_dir, config=job.config, checkpoint_dir=job.checkpoint_dir,
+                               resume=job.resume, events=job.events, should_stop=job.should_stop,
+                               preview_dir=job.result_dir).out_dir  # the preview inside result/: a service serves it
+
+    return JobKind(GaussianTrainConfig, True, check, run, CHECKPOINT_FILE, aliases={"iters": "steps"})
+
+
+def _texture_kind() -> JobKind:
+    from .texture import check_texture_job, find_job_mesh, texture_mesh
     from .texture.config import TextureConfig
+    from .texture.run import CHECKPOINT_FILE
 
-    return TextureConfig
+    def check(job_dir: Path, config, model_roots) -> None:
+        check_texture_job(job_dir / DATA_DIR, config, model_roots=model_roots)
+
+    def run(job: JobRun) -> Path:
+        return texture_mesh(find_job_mesh(job.data_dir), job.result_dir, prompt=job.config.prompt, config=job.config,
+                            checkpoint_dir=job.checkpoint_dir, resume=job.resume, events=job.events,
+                            should_stop=job.should_stop).out_dir
+
+    return JobKind(TextureConfig, True, check, run, CHECKPOINT_FILE)
 
 
-def _text3d_config_type():
+def _text3d_kind() -> JobKind:
+    from .text3d import check_text3d_job, generate_3d
     from .text3d.config import Text3DConfig
+    from .text3d.run import CHECKPOINT_FILE
 
-    return Text3DConfig
+    def check(job_dir: Path, config, model_roots) -> None:
+        check_text3d_job(config, model_roots=model_roots)  # no data/ inputs: the prompt and the model
+
+    def run(job: JobRun) -> Path:
+        return generate_3d(job.config.prompt, job.result_dir, config=job.config, checkpoint_dir=job.checkpoint_dir,
+                           resume=job.resume, events=job.events, should_stop=job.should_stop).out_dir
+
+    return JobKind(Text3DConfig, False, check, run, CHECKPOINT_FILE)
 
 
-# kind -> function returning the dataclass its params must fit
-JOB_PARAM_TYPES: dict[str, Callable[[], type]] = {"gaussians": _gaussian_config_type, "texture": _texture_config_type,
-                                                   "text3d": _text3d_config_type}
+# kind name -> its JobKind, built on first use (each imports its job's modules, and with them torch).
+JOB_KINDS: dict[str, Callable[[], JobKind]] = {"gaussians": _gaussian_kind, "texture": _texture_kind,
+                                                "text3d": _text3d_kind}
 
 
-# Job kinds that read inputs from data/ (text-to-3D needs only its prompt).
-KINDS_WITH_INPUTS = ("gaussians", "texture")
+@functools.cache
+def job_kind(name: str) -> JobKind:
+    """The registered kind ``name`` (call only with a name in JOB_KINDS)."""
+    return JOB_KINDS[name]()
 
 
 def write_job(job_dir: str | Path, kind: str, params: dict[str, Any] | None = None) -> Path:
@@ -86,16 +169,19 @@ def write_job(job_dir: str | Path, kind: str, params: dict[str, Any] | None = No
     job_file = job_dir / JOB_FILE
     if job_file.exists():
         raise InputError("a job already exists here; choose a new folder", file=job_file)
-    spec = JobSpec(kind=kind, params=dict(params or {}))
-    _check_params(spec, job_file)
+    _check_kind(kind, job_file)
+    params = dict(params or {})
+    _build_config(kind, params, job_file)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / DATA_DIR).mkdir(exist_ok=True)
-    job_file.write_text(json.dumps(dataclasses.asdict(spec), indent=2) + "\n", encoding="utf-8")
+    document = {"format_version": JOB_FORMAT_VERSION, "kind": kind, "params": params}
+    job_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return job_dir
 
 
-def read_job_spec(job_dir: str | Path) -> JobSpec:
-    """Read and check ``job.json``: kind known, format version supported, params well-formed."""
+def read_job_spec(job_dir: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Read and check ``job.json``: kind known, format version supported, params well-formed; the
+    spec's config is built from the params with ``overrides`` (e.g. {"device": "cpu"}) applied."""
     job_file = Path(job_dir) / JOB_FILE
     if not job_file.is_file():
         raise InputError("missing job file (expected job.json with kind and params)", file=job_file)
@@ -116,82 +202,66 @@ def read_job_spec(job_dir: str | Path) -> JobSpec:
     if version != JOB_FORMAT_VERSION or isinstance(version, bool):
         raise InputError(f"unsupported format version {quoted(version)}, expected {JOB_FORMAT_VERSION}", file=job_file, field="format_version")
     kind = raw.get("kind")
-    if not isinstance(kind, str) or kind not in JOB_PARAM_TYPES:
-        raise InputError(f"unknown job kind {quoted(kind)}; known kinds: {', '.join(sorted(JOB_PARAM_TYPES))}", file=job_file, field="kind")
+    _check_kind(kind, job_file)
     params = raw.get("params", {})
     if not isinstance(params, dict):
         raise InputError("expected an object of parameter names to values", file=job_file, field="params")
-    spec = JobSpec(kind=kind, params=params, format_version=version)
-    _check_params(spec, job_file)
-    return spec
+    config = _build_config(kind, params, job_file, overrides)
+    return JobSpec(kind=kind, params=params, format_version=version, config=config)
 
 
-def _check_params(spec: JobSpec, job_file: Path) -> None:
-    if spec.kind not in JOB_PARAM_TYPES:
-        raise InputError(f"unknown job kind {quoted(spec.kind)}; known kinds: {', '.join(sorted(JOB_PARAM_TYPES))}", file=job_file, field="kind")
-    config_type = JOB_PARAM_TYPES[spec.kind]()
-    known = {f.name: f for f in dataclasses.fields(config_type)}
-    for name, value in spec.params.items():
-        if name not in known:
+def _check_kind(kind, job_file: Path) -> None:
+    if not isinstance(kind, str) or kind not in JOB_KINDS:
+        raise InputError(f"unknown job kind {quoted(kind)}; known kinds: {', '.join(sorted(JOB_KINDS))}",
+                         file=job_file, field="kind")
+
+
+def _build_config(kind: str, params: dict[str, Any], job_file: Path, overrides: dict[str, Any] | None = None):
+    """The kind's config from job.json's params (old names accepted as aliases), with ``overrides``;
+    a problem is named as the job file names it (``params.<name as written>``)."""
+    job = job_kind(kind)
+    known = {f.name for f in dataclasses.fields(job.config_type)}
+    fields: dict[str, Any] = {}
+    written_as: dict[str, str] = {}
+    for name, value in params.items():
+        canonical = job.aliases.get(name, name)
+        if canonical not in known:
             raise InputError(f"unknown parameter; known: {', '.join(sorted(known))}", file=job_file,
                              field=f"params.{shorten(name)}")
+        if canonical in fields:
+            raise InputError(f"given twice, as {written_as[canonical]} and as {name}", file=job_file,
+                             field=f"params.{name}")
+        fields[canonical], written_as[canonical] = value, name
     try:
-        config_type(**spec.params)
+        return job.config_type(**{**fields, **(overrides or {})})
     except InputError as exc:
-        raise InputError(exc.problem, file=job_file, field=f"params.{exc.field}" if exc.field else "params") from None
+        field = f"params.{written_as.get(exc.field, exc.field)}" if exc.field else "params"
+        raise InputError(exc.problem, file=job_file, field=field) from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise InputError(shorten(str(exc)), file=job_file, field="params") from None
 
 
-def validate_job(job_dir: str | Path, *, model_roots: Sequence[str | Path] | None = None) -> JobSpec:
+def validate_job(job_dir: str | Path, *, model_roots: Sequence[str | Path] | None = None,
+                 overrides: dict[str, Any] | None = None) -> JobSpec:
     """Everything that can be checked before work starts, from job.json and the headers of the files
-    in data/ (no pixels are decoded, no mesh is parsed).
+    in data/ (no pixels are decoded, no mesh is parsed). Returns the spec with its config built.
 
     model_roots: the folders a ``model`` given as a folder must lie in (None: anywhere).
+    overrides: config fields the caller sets over job.json's (the device of this run).
     """
     job_dir = Path(job_dir)
-    spec = read_job_spec(job_dir)
+    spec = read_job_spec(job_dir, overrides)
+    job = job_kind(spec.kind)
     data_dir = job_dir / DATA_DIR
-    if spec.kind in KINDS_WITH_INPUTS and not data_dir.is_dir():
+    if job.reads_data and not data_dir.is_dir():
         raise InputError("missing data folder", file=data_dir)
-    if spec.kind == "gaussians":
-        from .data.transforms import check_nerf_dataset
-
-        config = _gaussian_config_type()(**spec.params)
-        check_nerf_dataset(data_dir, downscale=config.downscale, background=config.background)
-    elif spec.kind == "texture":
-        _validate_texture_job(job_dir, spec, model_roots)
-    elif spec.kind == "text3d":
-        _validate_text3d_job(job_dir, spec, model_roots)
+    try:
+        job.check(job_dir, spec.config, model_roots)
+    except InputError as exc:
+        if exc.file is None and exc.field in ("prompt", "model"):  # a job parameter: named as job.json names it
+            raise InputError(exc.problem, file=job_dir / JOB_FILE, field=f"params.{exc.field}") from None
+        raise
     return spec
-
-
-def _as_job_parameter(exc: InputError, job_dir: Path) -> InputError:
-    """A problem with a job parameter (prompt, model) named as job.json names it; other problems as they are."""
-    if exc.file is None and exc.field in ("prompt", "model"):
-        return InputError(exc.problem, file=job_dir / JOB_FILE, field=f"params.{exc.field}")
-    return exc
-
-
-def _validate_text3d_job(job_dir: Path, spec: JobSpec, model_roots) -> None:
-    """The prompt is not empty and the model is on this machine, before any work (no data/ inputs needed)."""
-    from .text3d import check_text3d_job
-
-    try:
-        check_text3d_job(_text3d_config_type()(**spec.params), model_roots=model_roots)
-    except InputError as exc:
-        raise _as_job_parameter(exc, job_dir) from None
-
-
-def _validate_texture_job(job_dir: Path, spec: JobSpec, model_roots) -> Path:
-    """The prompt, the one mesh file in data/ (its size) and the model's presence, before any work."""
-    from .texture import check_texture_job
-
-    config = _texture_config_type()(**spec.params)
-    try:
-        return check_texture_job(job_dir / DATA_DIR, config, model_roots=model_roots)
-    except InputError as exc:
-        raise _as_job_parameter(exc, job_dir) from None
 
 
 def request_cancel(job_dir: str | Path) -> None:
@@ -248,13 +318,7 @@ def job_state(job_dir: str | Path) -> str:
 
 def checkpoint_file(job_dir: str | Path, kind: str) -> Path:
     """Where a job of ``kind`` keeps its checkpoint."""
-    if kind == "gaussians":
-        from .gaussians.train import CHECKPOINT_FILE
-    elif kind == "texture":
-        from .texture.run import CHECKPOINT_FILE
-    else:
-        from .text3d.run import CHECKPOINT_FILE
-    return Path(job_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
+    return Path(job_dir) / CHECKPOINT_DIR / job_kind(kind).checkpoint_file
 
 
 def checkpoint_info(job_dir: str | Path, kind: str) -> dict | None:
@@ -287,7 +351,7 @@ def run_job(job_dir: str | Path, *, echo: bool = False, device: str | None = Non
     if clear_stop_requests:
         clear_stop_files(job_dir)
     try:
-        spec = validate_job(job_dir, model_roots=model_roots)
+        spec = validate_job(job_dir, model_roots=model_roots, overrides={"device": device} if device else None)
     except InputError as exc:
         events.emit("error", message=str(exc), file=exc.file, field=exc.field, stage="validation")
         return {"state": "failed", "error": str(exc)}
@@ -296,9 +360,9 @@ def run_job(job_dir: str | Path, *, echo: bool = False, device: str | None = Non
         return {"state": "finished", "result": finished}
     resume = checkpoint_file(job_dir, spec.kind).is_file()
     events.emit("started", kind=spec.kind, resumed=resume)
-    runner = _RUNNERS[spec.kind]
     try:
-        result = runner(job_dir, spec, events, resume, device)
+        out_dir = job_kind(spec.kind).run(JobRun(job_dir, spec.config, events, resume))
+        result = json.loads((out_dir / RESULT_FILE).read_text(encoding="utf-8"))
     except JobCancelled as stopped:
         return {"state": stopped.reason}
     except RadiantForgeError as exc:
@@ -321,76 +385,7 @@ def _failed(job_dir: Path, kind: str, events: EventLog, message: str) -> dict:
 
 def _finished_result(job_dir: Path) -> dict | None:
     """The result.json of a job that already finished, else None."""
-    result_file = job_dir / RESULT_DIR / "result.json"
+    result_file = job_dir / RESULT_DIR / RESULT_FILE
     if job_state(job_dir) == "finished" and result_file.is_file():
         return json.loads(result_file.read_text(encoding="utf-8"))
     return None
-
-
-def _should_stop(job_dir: Path) -> Callable[[], str | None]:
-    return lambda: stop_requested(job_dir)
-
-
-def _run_gaussians(job_dir: Path, spec: JobSpec, events: EventLog, resume: bool, device: str | None) -> dict:
-    from .gaussians.train import GaussianTrainConfig, train_gaussians
-
-    params = dict(spec.params)
-    if device is not None:
-        params["device"] = device
-    config = GaussianTrainConfig(**params)
-    outcome = train_gaussians(
-        job_dir / DATA_DIR,
-        job_dir / RESULT_DIR,
-        config=config,
-        checkpoint_dir=job_dir / CHECKPOINT_DIR,
-        resume=resume,
-        events=events,
-        should_stop=_should_stop(job_dir),
-        preview_dir=job_dir / RESULT_DIR,  # inside result/ so a remote service can serve it
-    )
-    return json.loads((Path(outcome.out_dir) / "result.json").read_text(encoding="utf-8"))
-
-
-def _run_texture(job_dir: Path, spec: JobSpec, events: EventLog, resume: bool, device: str | None) -> dict:
-    from .texture import find_job_mesh, texture_mesh
-
-    params = dict(spec.params)
-    if device is not None:
-        params["device"] = device
-    config = _texture_config_type()(**params)
-    outcome = texture_mesh(
-        find_job_mesh(job_dir / DATA_DIR),
-        job_dir / RESULT_DIR,
-        prompt=config.prompt,
-        config=config,
-        checkpoint_dir=job_dir / CHECKPOINT_DIR,
-        resume=resume,
-        events=events,
-        should_stop=_should_stop(job_dir),
-    )
-    return json.loads((Path(outcome.out_dir) / "result.json").read_text(encoding="utf-8"))
-
-
-def _run_text3d(job_dir: Path, spec: JobSpec, events: EventLog, resume: bool, device: str | None) -> dict:
-    from .text3d import generate_3d
-
-    params = dict(spec.params)
-    if device is not None:
-        params["device"] = device
-    config = _text3d_config_type()(**params)
-    outcome = generate_3d(
-        config.prompt,
-        job_dir / RESULT_DIR,
-        config=config,
-        checkpoint_dir=job_dir / CHECKPOINT_DIR,
-        resume=resume,
-        events=events,
-        should_stop=_should_stop(job_dir),
-    )
-    return json.loads((Path(outcome.out_dir) / "result.json").read_text(encoding="utf-8"))
-
-
-# kind -> the function that runs a validated job of that kind
-_RUNNERS: dict[str, Callable[[Path, JobSpec, EventLog, bool, str | None], dict]] = {
-    "gaussians": _run_gaussians, "texture": _run_texture, "text3d": _run_text3d,
-}

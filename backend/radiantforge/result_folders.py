@@ -9,12 +9,17 @@ touch it. A finished result (``result.json``) is only replaced when the caller s
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Iterator
 
 from . import media
 from .errors import InputError
+from .events import jsonable
 
 PREVIEW_FILE = "preview.png"
 RESULT_FILE = "result.json"
@@ -56,13 +61,50 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise InputError("is not empty and holds no earlier result; choose an empty or new output folder", file=out_dir)
 
 
-def replace_with(partial: Path, out_dir: Path) -> None:
-    """Rename the complete ``partial`` folder to ``out_dir``, replacing what ``check_out_dir`` allowed
-    there (an unfinished run's preview, or a finished result), only now that the new one is complete."""
+def write_json(path: Path, payload: dict) -> None:
+    """A result file: indented JSON, NaN and infinity refused (other tools cannot read them)."""
+    path.write_text(json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def partial_result(out_dir: Path, *, replace_finished: bool) -> Iterator[Path]:
+    """A fresh hidden ``.<name>.partial-<pid>`` folder beside ``out_dir`` to write the result into;
+    when the block ends without an error it is moved into place (:func:`move_into_place`), and it
+    is removed in any case."""
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        move_into_place(partial, out_dir, replace_finished=replace_finished)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def move_into_place(partial: Path, out_dir: Path, *, replace_finished: bool) -> None:
+    """Rename the complete ``partial`` folder to ``out_dir``.
+
+    A folder holding only a live preview is replaced (the preview becomes part of the result when
+    the result has none of its own); a finished result only with ``replace_finished``, and only now
+    that the new one is complete. Anything else appeared while the job ran and is the user's: it is
+    left alone and the new result is saved beside it as ``<name>.new-<time>``.
+    """
     old = None
     if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
-        os.replace(out_dir, old)
+        if holds_only_preview(out_dir):
+            if (out_dir / PREVIEW_FILE).exists() and not (partial / PREVIEW_FILE).exists():
+                os.replace(out_dir / PREVIEW_FILE, partial / PREVIEW_FILE)
+            for leftover in out_dir.iterdir():  # the live preview, or temporary ones of a killed run
+                leftover.unlink()
+            out_dir.rmdir()
+        elif replace_finished and (out_dir / RESULT_FILE).is_file():
+            old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
+            os.replace(out_dir, old)
+        else:
+            kept = out_dir.parent / f"{out_dir.name}.new-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(partial, kept)
+            raise InputError(f"was filled while this result was computed; the new result was saved as {kept}",
+                             file=out_dir)
     os.replace(partial, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

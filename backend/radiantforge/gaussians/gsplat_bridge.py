@@ -1,8 +1,8 @@
 """Run ``rasterize`` through gsplat's CUDA kernels when they are usable.
 
 gsplat from the package registry compiles its CUDA extension the first time it is used. Where that
-fails (no CUDA toolkit, no compiler, an ABI mismatch) ``rasterize(backend="auto")`` warns once and
-uses the pure-torch path for the rest of the process; ``backend="gsplat"`` raises instead.
+fails (no CUDA toolkit, no compiler, an ABI mismatch) the "auto" choice warns once and uses the
+pure-torch path for the rest of the process; ``backend="gsplat"`` raises instead (``rasterizers``).
 
 The outputs are mapped onto the torch path's: colours (C, H, W, D), alphas (C, H, W, 1), expected
 depth (C, H, W, 1), and info with "means2d" (C, N, 2), "radii" (C, N, 2) int32, "depths" (C, N),
@@ -14,7 +14,8 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import Tensor
+
+from .rasterizers import RasterInputs, finish_image, raster_info
 
 _failure: str | None = None  # why gsplat could not run in this process (set once)
 
@@ -45,34 +46,21 @@ def usable(device: torch.device, required: bool = False) -> bool:
     return reason is None
 
 
-def rasterize_gsplat(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    *,
-    sh_degree: int | None,
-    background: Tensor | None,
-    near_plane: float,
-    far_plane: float,
-    eps2d: float,
-    required: bool = False,
-):
-    """gsplat.rasterization with the torch path's output layout, or None (after one warning) if it fails."""
+def rasterize_gsplat(inputs: RasterInputs, required: bool = False):
+    """gsplat.rasterization with the torch path's output layout, or None (after one warning) if it fails.
+
+    gsplat composites colours and the depth sum ("RGB+D"); background and expected depth are
+    added by ``finish_image`` as for every backend (gsplat's own would compute the same:
+    colour + T background with T = 1 - alpha, depth sum / alpha).
+    """
     global _failure
     import gsplat
 
-    n_color = 3 if sh_degree is not None else colors.shape[-1]
     try:
         render, alphas, meta = gsplat.rasterization(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-            near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
-            packed=False, backgrounds=background, render_mode="RGB+ED", rasterize_mode="classic",
+            inputs.means, inputs.quats, inputs.scales, inputs.opacities, inputs.colors, inputs.viewmats, inputs.Ks,
+            inputs.width, inputs.height, near_plane=inputs.near_plane, far_plane=inputs.far_plane, eps2d=inputs.eps2d,
+            sh_degree=inputs.sh_degree, packed=False, render_mode="RGB+D", rasterize_mode="classic",
         )  # fmt: skip
     except Exception as error:  # noqa: BLE001 - JIT compilation or kernel launch failures of any kind
         if required:
@@ -84,16 +72,6 @@ def rasterize_gsplat(
             stacklevel=3,
         )
         return None
-    info = dict(meta)
-    info.update(
-        {
-            "means2d": meta["means2d"],
-            "radii": meta["radii"].to(torch.int32),
-            "depths": meta["depths"],
-            "width": width,
-            "height": height,
-            "n_cameras": viewmats.shape[0],
-            "backend": "gsplat",
-        }
-    )
-    return render[..., :n_color], alphas, render[..., n_color:], info
+    images = finish_image(render, 1.0 - alphas, inputs.background, alphas=alphas)
+    info = raster_info(inputs, "gsplat", meta["means2d"], meta["radii"].to(torch.int32), meta["depths"])
+    return *images, {**meta, **info}

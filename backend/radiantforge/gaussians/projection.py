@@ -23,9 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-ALPHA_THRESHOLD = 1.0 / 255.0  # fragments with a smaller alpha are skipped (gsplat, 3DGS)
-MAX_EXTENT_SIGMAS = 3.33  # cap on the screen radius in standard deviations (gsplat)
-FOV_CLAMP_MARGIN = 0.3  # Jacobian clamp: the view's tan(half-FOV) widened by this fraction per side
+from .raster_constants import ALPHA_THRESHOLD, FOV_CLAMP_MARGIN, MAX_EXTENT_SIGMAS
 
 
 class Projection(NamedTuple):

@@ -1,6 +1,9 @@
-"""Differentiable Gaussian rasterizer: pure PyTorch (cpu / cuda / mps), or gsplat when available.
+"""Differentiable Gaussian rasterizer: ``rasterize`` (any backend, see ``rasterizers``) and the pure-PyTorch path.
 
-``rasterize`` follows gsplat 1.5.3's CUDA rasterizer rule for rule, so the two backends agree:
+``rasterize`` renders with the backend its ``backend`` argument names or a run resolved
+(``radiantforge.gaussians.rasterizers``: native on the CPU, gsplat on CUDA, this module's
+pure-PyTorch path, ``rasterize_torch``, elsewhere). Every backend follows gsplat 1.5.3's CUDA
+rasterizer rule for rule (constants in ``raster_constants``), so they agree:
 
 1. project (``projection.project_gaussians``): EWA, eps2d low-pass, near/far, opacity and
    off-screen culling, opacity-aware screen radii;
@@ -40,12 +43,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from radiantforge.devices import RASTERIZE_BACKENDS
-from radiantforge.gaussians.projection import ALPHA_THRESHOLD, opacity_cutoff, project_gaussians
-from radiantforge.gaussians.sh import MAX_SH_DEGREE, sh_to_color
+from radiantforge.gaussians.projection import opacity_cutoff, project_gaussians
+from radiantforge.gaussians.raster_constants import ALPHA_THRESHOLD, BINNING_SLACK, MAX_ALPHA, TRANSMITTANCE_MIN
+from radiantforge.gaussians.rasterizers import (RasterInputs, Rasterizer, finish_image, raster_info,
+                                                resolve_rasterizer)
+from radiantforge.gaussians.sh import sh_to_color
 
-MAX_ALPHA = 0.999  # gsplat's cap on a single fragment's alpha (the original 3DGS code uses 0.99)
-TRANSMITTANCE_MIN = 1e-4  # a pixel stops before the fragment that would take T to or below this
 TILE_W, TILE_H = 4, 4  # pixels per compositing tile
 DEPTH_BLOCK = 32  # Gaussians per tile composited together in one step (at least)
 MAX_DEPTH_BLOCK = 512  # ... and at most, when only a few deep tiles are left
@@ -53,12 +56,7 @@ BLOCK_ELEMENTS = 1 << 18  # fragments per chunk: keeps temporaries around 1 MB (
 # Backward needs each fragment's alpha and transmittance: forward keeps them for up to this many
 # bytes (fragments already exclude everything behind terminated pixels), later chunks are recomputed.
 SAVED_FRAGMENT_BYTES = 256 << 20
-# Binning is done with this slack on the ln(255 o) cut-off so that float rounding can never drop a
-# fragment whose alpha is just above 1/255; the exact per-fragment test decides afterwards.
-BINNING_SLACK = 1e-3
 _INVALID_EXPONENT = 1e6  # exponent of padding fragments: exp(-1e6) == 0
-
-BACKENDS = RASTERIZE_BACKENDS
 
 
 class TileBins(NamedTuple):
@@ -356,46 +354,6 @@ class _CompositeTiles(torch.autograd.Function):
         return grad_table, None, None, None, None
 
 
-def _empty_outputs(C, N, width, height, n_feat, background, device, dtype, means):
-    colors = torch.zeros(C, height, width, n_feat, device=device, dtype=dtype)
-    if background is not None:
-        colors = colors + background[:, None, None, :]
-    info = {
-        "means2d": torch.zeros(C, N, 2, device=device, dtype=dtype) + 0 * means.sum(),
-        "radii": torch.zeros(C, N, 2, device=device, dtype=torch.int32),
-        "depths": torch.zeros(C, N, device=device, dtype=dtype),
-    }
-    alphas = torch.zeros(C, height, width, 1, device=device, dtype=dtype)
-    return colors, alphas, torch.zeros_like(alphas), info
-
-
-def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, background):
-    if means.ndim != 2 or means.shape[1] != 3:
-        raise ValueError(f"means must be (N, 3), got {tuple(means.shape)}")
-    N = means.shape[0]
-    for name, tensor, shape in (("quats", quats, (N, 4)), ("scales", scales, (N, 3)), ("opacities", opacities, (N,))):
-        if tuple(tensor.shape) != shape:
-            raise ValueError(f"{name} must be {shape}, got {tuple(tensor.shape)}")
-    if viewmats.ndim != 3 or viewmats.shape[1:] != (4, 4):
-        raise ValueError(f"viewmats must be (C, 4, 4), got {tuple(viewmats.shape)}")
-    if tuple(Ks.shape) != (viewmats.shape[0], 3, 3):
-        raise ValueError(f"Ks must be ({viewmats.shape[0]}, 3, 3), got {tuple(Ks.shape)}")
-    if int(width) <= 0 or int(height) <= 0:
-        raise ValueError(f"width and height must be positive, got {width} x {height}")
-    if sh_degree is not None:
-        if not 0 <= sh_degree <= MAX_SH_DEGREE:
-            raise ValueError(f"sh_degree must be in 0..{MAX_SH_DEGREE}, got {sh_degree}")
-        if colors.ndim != 3 or colors.shape[0] != N or colors.shape[2] != 3:
-            raise ValueError(f"with sh_degree, colors must be SH coefficients (N, K, 3), got {tuple(colors.shape)}")
-        if colors.shape[1] < (sh_degree + 1) ** 2:
-            raise ValueError(f"sh_degree {sh_degree} needs {(sh_degree + 1) ** 2} coefficients, colors has {colors.shape[1]}")
-    elif colors.ndim != 2 or colors.shape[0] != N:
-        raise ValueError(f"without sh_degree, colors must be features (N, D), got {tuple(colors.shape)}")
-    n_feat = 3 if sh_degree is not None else colors.shape[1]
-    if background is not None and background.shape[-1] != n_feat:
-        raise ValueError(f"background must have {n_feat} channels, got {tuple(background.shape)}")
-
-
 def rasterize(
     means: Tensor,
     quats: Tensor,
@@ -412,7 +370,7 @@ def rasterize(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     eps2d: float = 0.3,
-    backend: str = "auto",
+    backend: str | Rasterizer = "auto",
 ) -> tuple[Tensor, Tensor, Tensor, dict]:
     """Render N Gaussians into C pinhole cameras.
 
@@ -428,61 +386,36 @@ def rasterize(
     ("torch", "native" or "gsplat"); the torch and native paths add "stats" (visible (camera,
     Gaussian) pairs, (Gaussian, tile) entries, fragments evaluated).
 
-    backend: "auto" uses gsplat's CUDA rasterizer for CUDA tensors when it can run (warning once
-    and falling back to torch when its kernels fail to compile), the native CPU rasterizer
-    (``radiantforge.gaussians.native``, Numba) for CPU tensors (warning once and falling back to
-    torch when Numba is missing or fails; float16 inputs or camera gradients also use torch), and
-    the pure-torch path otherwise (MPS); "torch" forces the pure-torch path; "gsplat" requires
-    gsplat (GsplatUnavailable otherwise); "native" requires the native path (NativeUnavailable, or
-    ValueError for inputs it does not take). Bad shapes raise ValueError naming the argument.
+    backend: a Rasterizer a run resolved once (``rasterizers.resolve_rasterizer``), or a name,
+    resolved here for the means' device: "auto" uses gsplat's CUDA rasterizer for CUDA tensors
+    when it can run (warning once and falling back to torch when its kernels fail to compile), the
+    native CPU rasterizer (``radiantforge.gaussians.native``, Numba) for CPU tensors (warning once
+    and falling back to torch when Numba is missing or fails; float16 inputs or camera gradients
+    also use torch), and the pure-torch path otherwise (MPS); "torch" forces the pure-torch path;
+    "gsplat" requires gsplat (GsplatUnavailable otherwise); "native" requires the native path
+    (NativeUnavailable, or ValueError for inputs it does not take). An unknown name raises
+    InputError (a ValueError) listing the known ones; bad shapes raise ValueError naming the argument.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, background)
-    width, height = int(width), int(height)
-    C = viewmats.shape[0]
-    if background is not None:
-        background = background.to(means.dtype).expand(C, background.shape[-1])
-
-    if backend in ("auto", "gsplat"):
-        from radiantforge.gaussians import gsplat_bridge
-
-        if gsplat_bridge.usable(means.device, required=backend == "gsplat"):
-            result = gsplat_bridge.rasterize_gsplat(
-                means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                sh_degree=sh_degree, background=background, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
-                required=backend == "gsplat",
-            )  # fmt: skip
-            if result is not None:
-                return result
-    if backend == "native" or (backend == "auto" and means.device.type == "cpu"):
-        from radiantforge.gaussians import native
-
-        result = native.rasterize_native(
-            means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-            sh_degree=sh_degree, background=background, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
-            required=backend == "native",
-        )  # fmt: skip
-        if result is not None:
-            return result
-    return _rasterize_torch(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        sh_degree=sh_degree, background=background, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
-    )  # fmt: skip
+    rasterizer = resolve_rasterizer(backend, means.device)
+    inputs = RasterInputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, background,
+                          near_plane, far_plane, eps2d)  # fmt: skip
+    return rasterizer.render(inputs)
 
 
-def _rasterize_torch(
-    means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, sh_degree, background, near_plane, far_plane, eps2d
-):
+def rasterize_torch(inputs: RasterInputs) -> tuple[Tensor, Tensor, Tensor, dict]:
+    """The pure-PyTorch backend: ``rasterize``'s outputs for checked inputs (``rasterizers.checked_inputs``)."""
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree = inputs[:10]
     C, N = viewmats.shape[0], means.shape[0]
     device, dtype = means.device, means.dtype
-    n_color = 3 if sh_degree is not None else colors.shape[1]
-    info = {"width": width, "height": height, "n_cameras": C, "backend": "torch"}
-    if N == 0:
-        out_colors, alphas, depths, empty_info = _empty_outputs(C, N, width, height, n_color, background, device, dtype, means)
-        return out_colors, alphas, depths, {**empty_info, **info}
+    if N == 0:  # nothing to composite: transmittance 1 everywhere
+        accum = torch.zeros(C, height, width, inputs.n_color + 1, device=device, dtype=dtype)
+        empty = finish_image(accum, torch.ones_like(accum[..., :1]), inputs.background)
+        means2d = torch.zeros(C, N, 2, device=device, dtype=dtype) + 0 * means.sum()  # still in the graph
+        radii = torch.zeros(C, N, 2, device=device, dtype=torch.int32)
+        return *empty, raster_info(inputs, "torch", means2d, radii, torch.zeros(C, N, device=device, dtype=dtype))
 
-    proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d)
+    proj = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, inputs.near_plane,
+                             inputs.far_plane, inputs.eps2d)  # fmt: skip
     camera_ids, gaussian_ids = torch.nonzero(proj.visible, as_tuple=True)
     flat_ids = camera_ids * N + gaussian_ids  # (V,) packed (camera, Gaussian) pairs
     visible_opacities = opacities.index_select(0, gaussian_ids)
@@ -516,14 +449,8 @@ def _rasterize_torch(
 
     accum_image = _tiles_to_image(accum, C, tiles_x, tiles_y, width, height)  # (C, H, W, D + 1)
     t_final = _tiles_to_image(transmittance[..., None], C, tiles_x, tiles_y, width, height)  # (C, H, W, 1)
-    alphas = 1.0 - t_final
-    out_colors = accum_image[..., :n_color]
-    if background is not None:
-        out_colors = out_colors + t_final * background[:, None, None, :]
-    depth_sum = accum_image[..., n_color:]
-    depths = depth_sum / alphas.clamp_min(1e-10)  # depth_sum is 0 where alpha is 0
-    info.update({"means2d": proj.means2d, "radii": proj.radii, "depths": proj.depths, "stats": stats})
-    return out_colors, alphas, depths, info
+    images = finish_image(accum_image, t_final, inputs.background)
+    return *images, raster_info(inputs, "torch", proj.means2d, proj.radii, proj.depths, stats=stats)
 
 
 def _pixel_inside_mask(C, tiles_x, tiles_y, width, height, device) -> Tensor:

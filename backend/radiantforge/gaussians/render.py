@@ -10,6 +10,7 @@ import torch
 from ..cameras import Cameras, orbit_cameras
 from ..devices import resolve_device
 from .. import media
+from .rasterizers import Rasterizer, resolve_rasterizer
 from .splats import GaussianSplats
 
 DEFAULT_TURNTABLE_FOV_DEG = 40.0
@@ -20,11 +21,15 @@ FRAMING_QUANTILE = 0.9
 
 @torch.no_grad()
 def render_views(splats: GaussianSplats, cameras: Cameras, background=(1.0, 1.0, 1.0), sh_degree: int | None = None,
-                 backend: str = "auto", device="auto"):
-    """Render each camera without gradients. Returns rgb (C, H, W, 3), alpha (C, H, W, 1), depth (C, H, W, 1) on CPU."""
+                 backend: str | Rasterizer = "auto", device="auto"):
+    """Render each camera without gradients. Returns rgb (C, H, W, 3), alpha (C, H, W, 1), depth (C, H, W, 1) on CPU.
+
+    backend: a rasterizer name, resolved once here for all the views, or a Rasterizer a run resolved.
+    """
     from .rasterize import rasterize
 
     device = resolve_device(device)
+    rasterizer = resolve_rasterizer(backend, device)
     params = splats.to(device).activated()
     bg = torch.as_tensor(background, dtype=torch.float32, device=device)
     degree = splats.sh_degree if sh_degree is None else min(sh_degree, splats.sh_degree)
@@ -35,7 +40,7 @@ def render_views(splats: GaussianSplats, cameras: Cameras, background=(1.0, 1.0,
         rgb, alpha, depth, _ = rasterize(
             params["means"], params["quats"], params["scales"], params["opacities"], params["sh_coeffs"],
             viewmats[index : index + 1], Ks[index : index + 1], cameras.width, cameras.height,
-            sh_degree=degree, background=bg, backend=backend,
+            sh_degree=degree, background=bg, backend=rasterizer,
         )
         outputs.append((rgb.cpu(), alpha.cpu(), depth.cpu()))
     rgb, alpha, depth = (torch.cat(parts) for parts in zip(*outputs))
@@ -67,7 +72,7 @@ def turntable_cameras(centre, radius: float, n_frames: int, width: int, height: 
 def render_turntable(splats: GaussianSplats, out_dir: str | Path, *, n_frames: int = 60, width: int = 256,
                      height: int = 256, elevation_deg: float = 20.0, centre=None, radius: float | None = None,
                      background=(1.0, 1.0, 1.0), depth: bool = False, fps: int = media.DEFAULT_FPS,
-                     name: str = "turntable", backend: str = "auto", device="auto", write_frames: bool = True) -> dict[str, str]:
+                     name: str = "turntable", backend: str | Rasterizer = "auto", device="auto", write_frames: bool = True) -> dict[str, str]:
     """Render an orbit and write GIF, MP4 and PNG frames (plus a depth turntable when asked).
 
     Returns {"gif": ..., "mp4": ..., "frames": ..., "depth_gif": ...}.

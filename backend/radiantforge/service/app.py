@@ -61,7 +61,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import radiantforge
 
 from ..errors import InputError, quoted, shorten
-from ..jobs import JOB_PARAM_TYPES, checkpoint_info, job_state, validate_job
+from ..jobs import JOB_KINDS, checkpoint_info, job_state, validate_job
 from .archive import extract_job_archive, remove_tree
 from .locks import FileLock
 from .requests_guard import RequestGuard
@@ -161,7 +161,7 @@ class Service:
             "version": radiantforge.__version__,
             "api_version": API_VERSION,
             "device": self.device_info(),
-            "job_kinds": sorted(JOB_PARAM_TYPES),
+            "job_kinds": sorted(JOB_KINDS),
             "models": local_models(model_roots=self.model_roots),
             "max_upload_bytes": self.max_upload_bytes,
             "max_unpacked_bytes": self.max_unpacked_bytes,

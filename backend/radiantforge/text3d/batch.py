@@ -31,7 +31,7 @@ from typing import Callable
 
 from ..devices import resolve_device
 from ..errors import InputError, JobCancelled
-from ..events import EventLog, _jsonable
+from ..events import EventLog, jsonable
 from ..guidance import load_stable_diffusion
 from .config import Text3DConfig
 from .run import RESULT_FILE, checkpoint_path, generate_3d, resolve_config
@@ -127,7 +127,7 @@ def _write_summary(out_dir: Path, prompts_file: Path, entries: list[BatchEntry],
     counts = {status: sum(e.status == status for e in entries) for status in STATUSES}
     payload = {"prompts_file": str(prompts_file), "elapsed_seconds": round(elapsed, 3), "counts": counts,
                "entries": [dataclasses.asdict(e) for e in entries]}
-    for name, content in ((SUMMARY_JSON, json.dumps(_jsonable(payload), indent=2) + "\n"), (SUMMARY_TABLE, table)):
+    for name, content in ((SUMMARY_JSON, json.dumps(jsonable(payload), indent=2) + "\n"), (SUMMARY_TABLE, table)):
         temporary = out_dir / f".{name}.{os.getpid()}.tmp"
         temporary.write_text(content, encoding="utf-8")
         os.replace(temporary, out_dir / name)

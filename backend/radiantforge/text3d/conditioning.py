@@ -21,7 +21,8 @@ from torch import Tensor
 
 from ..cameras import Cameras
 from ..errors import InputError
-from ..guidance import OracleDenoiser, SampledViews, ViewDependentPrompts
+from ..guidance import OracleDenoiser, SampledViews
+from ..guidance.guided_jobs import Conditioning, PromptEmbeddings
 from ..mesh import TriangleMesh, interpolate_fragments, rasterize_mesh, sample_texture
 from ..mesh.shading import downsample, scatter_to_image, shading_normals
 from ..nerf.render import SHADING_MODES, shade
@@ -117,15 +118,6 @@ class Text3DOracle:
 
 
 @dataclass
-class Conditioning:
-    """cond / uncond for :func:`radiantforge.guidance.sds_loss`; target: (B, H, W, 3) oracle renders or None."""
-
-    cond: Tensor
-    uncond: Tensor | None
-    target: Tensor | None = None
-
-
-@dataclass
 class StepViews:
     """What a conditioner may need about one step's render: the views, shading, lights and background."""
 
@@ -137,21 +129,14 @@ class StepViews:
     ambient: float
 
 
-class PromptConditioner:
+class PromptConditioner(PromptEmbeddings):
     """Text embeddings per sampled view (each prompt encoded once)."""
 
-    kind = "prompt"
-
     def __init__(self, model, prompt: str, negative_prompt: str, view_dependent: bool):
-        if not hasattr(model, "text_embeddings"):
-            raise InputError(f"{type(model).__name__} has no text encoder; pass a Stable Diffusion guidance model or "
-                             "a Text3DOracle", field="guidance")
-        self.prompts = ViewDependentPrompts(model.text_embeddings, prompt, negative_prompt,
-                                            view_dependent=view_dependent)
+        super().__init__(model, prompt, negative_prompt, view_dependent, oracle_name="Text3DOracle")
 
     def __call__(self, step: StepViews) -> Conditioning:
-        cond, uncond = self.prompts.embeddings(step.views.azimuth_deg, step.views.elevation_deg)
-        return Conditioning(cond, uncond)
+        return self.for_views(step.views)
 
 
 class OracleConditioner:

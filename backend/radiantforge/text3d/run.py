@@ -28,10 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +39,16 @@ from torch import Tensor
 from .. import media
 from ..cameras import Cameras
 from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
-from ..config_checks import apply_overrides
 from ..devices import resolve_device
-from ..errors import InputError, JobCancelled, RadiantForgeError, stop_reason
-from ..events import EventLog, _jsonable
-from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_from_spherical, load_stable_diffusion,
-                        sample_cameras, sds_loss)
+from ..errors import InputError, RadiantForgeError
+from ..events import EventLog
+from ..guidance import (CameraSamplingConfig, SDSConfig, cameras_from_spherical, sample_cameras, sds_loss)
 from ..mesh import TriangleMesh
 from ..metrics import psnr
-from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, replace_with, write_preview
+from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, partial_result, write_json
+from ..guidance.guided_jobs import make_guidance as shared_make_guidance
+from ..guidance.guided_jobs import resolve_guided_config
+from ..runs import RunPlan, default_checkpoint_dir, run_steps
 from ..nerf import (FieldConfig, MeshExtractionConfig, NerfField, OccupancyGrid, RenderConfig, ShadingSchedule,
                     export_textured_mesh, extract_textured_mesh, render, sample_point_lights)
 from .conditioning import MeshTarget, OracleConditioner, PromptConditioner, StepViews, Text3DOracle
@@ -117,26 +114,17 @@ class _State:
 
 def resolve_config(config: Text3DConfig | None, prompt: str | None, overrides: dict) -> Text3DConfig:
     """``config`` (default Text3DConfig()) with ``overrides`` and the prompt applied and checked."""
-    config = apply_overrides(config, Text3DConfig, {**overrides, **({"prompt": prompt} if prompt is not None else {})},
-                             "text-to-3D")
-    config.prompt = check_prompt(config.prompt)
-    return config
+    return resolve_guided_config(config, Text3DConfig, prompt, overrides, "text-to-3D", check_prompt)
 
 
 def make_guidance(guidance, config: Text3DConfig, device: torch.device):
     """(guidance model, conditioner, description) for ``guidance``: None (load ``config.model``),
     a loaded Stable Diffusion guidance model, or a :class:`Text3DOracle`."""
-    if guidance is None:
-        guidance = load_stable_diffusion(config.model, device=device)
-    if isinstance(guidance, Text3DOracle):
-        return guidance.denoiser, OracleConditioner(guidance, config.guidance_scale), \
-            f"oracle ({guidance.denoiser.latent_space})"
-    if not isinstance(guidance, GuidanceModel):
-        raise InputError(f"expected a guidance model or a Text3DOracle, got {type(guidance).__name__}",
-                         field="guidance")
-    conditioner = PromptConditioner(guidance, config.prompt, config.negative_prompt, config.view_dependent_prompts)
-    folder = getattr(guidance, "folder", None)
-    return guidance, conditioner, str(folder) if folder is not None else type(guidance).__name__
+    return shared_make_guidance(
+        guidance, config, device, oracle_type=Text3DOracle,
+        oracle_conditioner=lambda oracle: OracleConditioner(oracle, config.guidance_scale),
+        prompt_conditioner=lambda model: PromptConditioner(model, config.prompt, config.negative_prompt,
+                                                           config.view_dependent_prompts))
 
 
 def sds_settings(config: Text3DConfig) -> SDSConfig:
@@ -188,11 +176,6 @@ def ring_cameras(config: Text3DConfig, azimuths_deg: Tensor, elevations_deg: Ten
 
 def checkpoint_path(checkpoint_dir: str | Path) -> Path:
     return Path(checkpoint_dir) / CHECKPOINT_FILE
-
-
-def default_checkpoint_dir(out_dir: str | Path) -> Path:
-    out_dir = Path(out_dir)
-    return out_dir.parent / f"{out_dir.name}.checkpoints"
 
 
 def _make_optimizer(config: Text3DConfig, nerf: NerfField) -> torch.optim.Optimizer:
@@ -363,46 +346,29 @@ def optimisation_step(config: Text3DConfig, state: _State, model, conditioner, d
 def _optimise(config: Text3DConfig, state: _State, model, conditioner, device: torch.device, checkpoint_dir: Path,
               preview_dir: Path, events: EventLog, should_stop) -> None:
     plan = step_plan(config)
-    progress_every, preview_every = config.resolved_progress_every, config.resolved_preview_every
-    session_start, session_start_step, elapsed_before = time.perf_counter(), state.step, state.elapsed
 
-    while state.step < config.steps:
-        step = state.step
-        requested = should_stop() if should_stop is not None else None
-        if requested:
-            reason = stop_reason(requested)
-            state.elapsed = elapsed_before + time.perf_counter() - session_start
-            path = checkpoint_path(checkpoint_dir)
-            save_checkpoint(path, state, config)
-            events.emit(reason, step=step, total=config.steps, checkpoint=str(path))
-            raise JobCancelled(f"text-to-3D stopped at step {step} of {config.steps}; checkpoint {path}", reason=reason)
+    def progress_fields(done: int, outcome: StepResult, clock) -> dict[str, Any]:
+        out, output = outcome.render, outcome.sds
+        entry = {"step": done, "loss": outcome.loss, "sds_loss": float(output.loss.detach()),
+                 "grad_norm": output.grad_norm, "timestep": float(output.timesteps.float().mean()),
+                 "shading": outcome.shading, "opacity": float(out.opacity.detach().mean()),
+                 "occupied_fraction": state.occupancy.occupied_fraction, "elapsed": round(state.elapsed, 3)}
+        entry.update({name: float(term.detach()) for name, term in outcome.terms.items()})
+        target = outcome.conditioning.target
+        if target is not None:  # the oracle knows the answer: report how close the views are
+            entry["psnr"] = float(psnr(out.image.detach().clamp(0, 1), target).mean())
+        state.history.append(entry)
+        return entry
 
-        outcome = optimisation_step(config, state, model, conditioner, device, plan)
-        if not math.isfinite(outcome.loss):
-            events.emit("warning", message=f"the loss became {outcome.loss} at step {step}; stopping", step=step)
-            raise FloatingPointError(f"the text-to-3D loss became {outcome.loss} at step {step}")
-
-        done = state.step
-        state.elapsed = elapsed_before + time.perf_counter() - session_start
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-            save_checkpoint(checkpoint_path(checkpoint_dir), state, config)
-        if done % progress_every == 0 or done == config.steps:
-            rate = (done - session_start_step) / max(time.perf_counter() - session_start, 1e-9)
-            out, output = outcome.render, outcome.sds
-            entry = {"step": done, "loss": outcome.loss, "sds_loss": float(output.loss.detach()),
-                     "grad_norm": output.grad_norm, "timestep": float(output.timesteps.float().mean()),
-                     "shading": outcome.shading, "opacity": float(out.opacity.detach().mean()),
-                     "occupied_fraction": state.occupancy.occupied_fraction, "elapsed": round(state.elapsed, 3)}
-            entry.update({name: float(term.detach()) for name, term in outcome.terms.items()})
-            target = outcome.conditioning.target
-            if target is not None:  # the oracle knows the answer: report how close the views are
-                entry["psnr"] = float(psnr(out.image.detach().clamp(0, 1), target).mean())
-            state.history.append(entry)
-            events.emit("progress", total=config.steps, eta=round((config.steps - done) / rate, 1) if rate > 0 else None,
-                        **entry)
-        if done % preview_every == 0 or done == config.steps:
-            path = write_preview(preview_dir, _preview_image(state, config, device))
-            events.emit("preview", step=done, path=str(path))
+    run_plan = RunPlan(
+        label="text-to-3D", total=config.steps, checkpoint_path=checkpoint_path(checkpoint_dir),
+        save_checkpoint=lambda path: save_checkpoint(path, state, config),
+        checkpoint_every=config.checkpoint_every, progress_every=config.resolved_progress_every,
+        preview_every=config.resolved_preview_every, preview_dir=preview_dir, events=events, should_stop=should_stop,
+    )
+    run_steps(run_plan, state, lambda: optimisation_step(config, state, model, conditioner, device, plan),
+              loss_of=lambda outcome: outcome.loss, progress_fields=progress_fields,
+              preview_image=lambda done: _preview_image(state, config, device))
 
 
 # ------------------------------------------------------------------------------------ the result
@@ -465,20 +431,13 @@ def held_out_metrics(state: _State, config: Text3DConfig, target, device: torch.
     return metrics
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
 def _write_result(config: Text3DConfig, state: _State, out_dir: Path, device: torch.device, guidance_name: str,
-                  oracle: Text3DOracle | None, events: EventLog) -> Text3DResult:
+                  oracle: Text3DOracle | None, events: EventLog, overwrite: bool) -> Text3DResult:
     events.emit("info", message="extracting the mesh (marching cubes, cleanup, UVs, texture)")
     extract_started = time.perf_counter()
     mesh, level = extract_mesh(state.field, config, state.occupancy, events)
     extract_seconds = time.perf_counter() - extract_started
-    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with partial_result(out_dir, replace_finished=overwrite) as partial:
         mesh_files = export_textured_mesh(mesh, partial, MESH_NAME)
         events.emit("info", message="rendering the turntables")
         frames, depth_frames = turntable_frames(state, config, device)
@@ -509,7 +468,7 @@ def _write_result(config: Text3DConfig, state: _State, out_dir: Path, device: to
             if isinstance(oracle.target, MeshTarget):
                 distances = mesh_chamfer(mesh, oracle.target.mesh, CHAMFER_SAMPLES, config.seed)
                 metrics.update({f"mesh_{name}": value for name, value in distances.items()})
-        _write_json(partial / METRICS_FILE, metrics)
+        write_json(partial / METRICS_FILE, metrics)
         files.append({"path": METRICS_FILE, "role": "metrics", "description": "run statistics"})
         files.append({"path": RESULT_FILE, "role": "result", "description": "this index of the result files"})
         summary_keys = ("steps", "train_seconds", "n_faces", "guidance", "held_out_psnr", "held_out_silhouette_iou",
@@ -521,10 +480,7 @@ def _write_result(config: Text3DConfig, state: _State, out_dir: Path, device: to
             "prompt": config.prompt,
             "config": dataclasses.asdict(config),
         }
-        _write_json(partial / RESULT_FILE, result)
-        replace_with(partial, out_dir)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        write_json(partial / RESULT_FILE, result)
     roles = {"mesh": out_dir / mesh_files["glb"].name, "mesh_obj": out_dir / mesh_files["obj"].name,
              "material": out_dir / mesh_files["mtl"].name, "texture": out_dir / mesh_files["texture"].name,
              "preview": out_dir / PREVIEW_FILE, "metrics": out_dir / METRICS_FILE, "result": out_dir / RESULT_FILE}
@@ -586,9 +542,8 @@ def generate_3d(
         else:
             state = _fresh_state(config, device)
         _optimise(config, state, model, conditioner, device, checkpoint_dir, preview_dir, events, should_stop)
-        save_checkpoint(checkpoint_path(checkpoint_dir), state, config)
         oracle = conditioner.oracle if isinstance(conditioner, OracleConditioner) else None
-        return _write_result(config, state, out_dir, device, guidance_name, oracle, events)
+        return _write_result(config, state, out_dir, device, guidance_name, oracle, events, overwrite)
 
 
 # ------------------------------------------------------------------------------------- job checks

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..guidance import OracleDenoiser, SampledViews, ViewDependentPrompts
+from ..guidance import OracleDenoiser, SampledViews
+from ..guidance.guided_jobs import Conditioning, PromptEmbeddings
 
 
 @dataclass
@@ -35,30 +36,14 @@ class TextureOracle:
         self.reference_texture = texture
 
 
-@dataclass
-class Conditioning:
-    """cond / uncond for :func:`radiantforge.guidance.sds_loss`; target: (B, H, W, 3) oracle renders or None."""
-
-    cond: Tensor
-    uncond: Tensor | None
-    target: Tensor | None = None
-
-
-class PromptConditioner:
+class PromptConditioner(PromptEmbeddings):
     """Text embeddings per sampled view (computed once per prompt by the model's cache)."""
 
-    kind = "prompt"
-
     def __init__(self, model, prompt: str, negative_prompt: str, view_dependent: bool):
-        if not hasattr(model, "text_embeddings"):
-            raise InputError(f"{type(model).__name__} has no text encoder; pass a Stable Diffusion guidance model or "
-                             "a TextureOracle", field="guidance")
-        self.prompts = ViewDependentPrompts(model.text_embeddings, prompt, negative_prompt,
-                                            view_dependent=view_dependent)
+        super().__init__(model, prompt, negative_prompt, view_dependent, oracle_name="TextureOracle")
 
     def __call__(self, views: SampledViews, render_reference) -> Conditioning:
-        cond, uncond = self.prompts.embeddings(views.azimuth_deg, views.elevation_deg)
-        return Conditioning(cond, uncond)
+        return self.for_views(views)
 
 
 class OracleConditioner:

@@ -23,11 +23,6 @@ until the result is complete.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,15 +32,16 @@ from torch import Tensor
 
 from .. import media
 from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
-from ..config_checks import apply_overrides
 from ..devices import resolve_device
-from ..errors import InputError, JobCancelled, stop_reason
-from ..events import EventLog, _jsonable
-from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_from_spherical, load_stable_diffusion,
-                        sample_cameras, sds_loss, spherical_to_direction)
+from ..errors import InputError
+from ..events import EventLog
+from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_from_spherical, sample_cameras, sds_loss, spherical_to_direction)
 from ..mesh import DirectionalLight, TriangleMesh, rasterize_mesh, render_textured_mesh
 from ..metrics import psnr
-from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, replace_with, write_preview
+from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, partial_result, write_json
+from ..guidance.guided_jobs import make_guidance as shared_make_guidance
+from ..guidance.guided_jobs import resolve_guided_config
+from ..runs import RunPlan, default_checkpoint_dir, run_steps
 from .conditioning import OracleConditioner, PromptConditioner, TextureOracle
 from .config import RESUMABLE_FIELDS, TextureConfig, check_prompt
 from .fields import CoordinateMLPTexture, UVImageTexture, bake_to_uv_image, fill_uncovered_texels, render_texture_field
@@ -104,26 +100,17 @@ class _State:
 
 def resolve_config(config: TextureConfig | None, prompt: str | None, overrides: dict) -> TextureConfig:
     """``config`` (default TextureConfig()) with ``overrides`` and the prompt applied and checked."""
-    config = apply_overrides(config, TextureConfig, {**overrides, **({"prompt": prompt} if prompt is not None else {})},
-                             "texture")
-    config.prompt = check_prompt(config.prompt)
-    return config
+    return resolve_guided_config(config, TextureConfig, prompt, overrides, "texture", check_prompt)
 
 
 def make_guidance(guidance, config: TextureConfig, device: torch.device):
     """(guidance model, conditioner, description) for ``guidance``: None (load ``config.model``),
     a loaded Stable Diffusion guidance model, or a :class:`TextureOracle`."""
-    if guidance is None:
-        guidance = load_stable_diffusion(config.model, device=device)
-    if isinstance(guidance, TextureOracle):
-        return guidance.denoiser, OracleConditioner(guidance, config.guidance_scale, device), \
-            f"oracle ({guidance.denoiser.latent_space})"
-    if not isinstance(guidance, GuidanceModel):
-        raise InputError(f"expected a guidance model or a TextureOracle, got {type(guidance).__name__}",
-                         field="guidance")
-    conditioner = PromptConditioner(guidance, config.prompt, config.negative_prompt, config.view_dependent_prompts)
-    folder = getattr(guidance, "folder", None)
-    return guidance, conditioner, str(folder) if folder is not None else type(guidance).__name__
+    return shared_make_guidance(
+        guidance, config, device, oracle_type=TextureOracle,
+        oracle_conditioner=lambda oracle: OracleConditioner(oracle, config.guidance_scale, device),
+        prompt_conditioner=lambda model: PromptConditioner(model, config.prompt, config.negative_prompt,
+                                                           config.view_dependent_prompts))
 
 
 def sds_config(config: TextureConfig) -> SDSConfig:
@@ -169,11 +156,6 @@ def random_light(config: TextureConfig, views, generator: torch.Generator) -> Di
 
 def checkpoint_path(checkpoint_dir: str | Path) -> Path:
     return Path(checkpoint_dir) / CHECKPOINT_FILE
-
-
-def default_checkpoint_dir(out_dir: str | Path) -> Path:
-    out_dir = Path(out_dir)
-    return out_dir.parent / f"{out_dir.name}.checkpoints"
 
 
 def _make_field(config: TextureConfig, prepared: PreparedMesh, device: torch.device) -> torch.nn.Module:
@@ -253,20 +235,9 @@ def _optimise(config: TextureConfig, state: _State, prepared: PreparedMesh, mesh
     background = torch.tensor(config.background, device=device)
     preview_camera = orbit(config, prepared, torch.tensor([PREVIEW_AZIMUTH_DEG]), config.resolution).to(device)
     preview_vbuf = rasterize_mesh(mesh.vertices, mesh.faces, preview_camera, supersample=config.supersample)
-    progress_every, preview_every = config.resolved_progress_every, config.resolved_preview_every
-    session_start, session_start_step, elapsed_before = time.perf_counter(), state.step, state.elapsed
 
-    while state.step < config.steps:
+    def take_step() -> tuple[Any, Tensor, Any]:
         step = state.step
-        requested = should_stop() if should_stop is not None else None
-        if requested:
-            reason = stop_reason(requested)
-            state.elapsed = elapsed_before + time.perf_counter() - session_start
-            path = checkpoint_path(checkpoint_dir)
-            save_checkpoint(path, state, config, prepared)
-            events.emit(reason, step=step, total=config.steps, checkpoint=str(path))
-            raise JobCancelled(f"texturing stopped at step {step} of {config.steps}; checkpoint {path}", reason=reason)
-
         views = sample_cameras(sampling, generator=state.generator)
         cameras = views.cameras.to(device)
         light = random_light(config, views, state.generator)
@@ -286,27 +257,30 @@ def _optimise(config: TextureConfig, state: _State, prepared: PreparedMesh, mesh
         state.optimizer.step()
         state.field.project_()
         state.step = step + 1
-        loss, grad_norm = float(output.loss.detach()), output.grad_norm
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the SDS loss became {loss} at step {step}")
+        return output, rgb, conditioning
 
-        done = state.step
-        state.elapsed = elapsed_before + time.perf_counter() - session_start
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-            save_checkpoint(checkpoint_path(checkpoint_dir), state, config, prepared)
-        if done % progress_every == 0 or done == config.steps:
-            rate = (done - session_start_step) / max(time.perf_counter() - session_start, 1e-9)
-            entry = {"step": done, "loss": loss, "grad_norm": grad_norm,
-                     "timestep": float(output.timesteps.float().mean()), "elapsed": round(state.elapsed, 3)}
-            if conditioning.target is not None:  # the oracle knows the answer: report how close the views are
-                entry["psnr"] = float(psnr(rgb.detach().clamp(0, 1), conditioning.target).mean())
-            state.history.append(entry)
-            events.emit("progress", total=config.steps, eta=round((config.steps - done) / rate, 1) if rate > 0 else None,
-                        **entry)
-        if done % preview_every == 0 or done == config.steps:
-            with torch.no_grad():
-                preview, _ = render_texture_field(mesh, state.field, preview_camera, preview_vbuf, background=background)
-            events.emit("preview", step=done, path=str(write_preview(out_dir, preview[0].clamp(0, 1))))
+    def progress_fields(done: int, outcome, clock) -> dict[str, Any]:
+        output, rgb, conditioning = outcome
+        entry = {"step": done, "loss": float(output.loss.detach()), "grad_norm": output.grad_norm,
+                 "timestep": float(output.timesteps.float().mean()), "elapsed": round(state.elapsed, 3)}
+        if conditioning.target is not None:  # the oracle knows the answer: report how close the views are
+            entry["psnr"] = float(psnr(rgb.detach().clamp(0, 1), conditioning.target).mean())
+        state.history.append(entry)
+        return entry
+
+    def preview_image(done: int) -> Tensor:
+        with torch.no_grad():
+            preview, _ = render_texture_field(mesh, state.field, preview_camera, preview_vbuf, background=background)
+        return preview[0].clamp(0, 1)
+
+    plan = RunPlan(
+        label="texturing", total=config.steps, checkpoint_path=checkpoint_path(checkpoint_dir),
+        save_checkpoint=lambda path: save_checkpoint(path, state, config, prepared),
+        checkpoint_every=config.checkpoint_every, progress_every=config.resolved_progress_every,
+        preview_every=config.resolved_preview_every, preview_dir=out_dir, events=events, should_stop=should_stop,
+    )
+    run_steps(plan, state, take_step, loss_of=lambda outcome: float(outcome[0].loss.detach()),
+              progress_fields=progress_fields, preview_image=preview_image)
 
 
 # ------------------------------------------------------------------------------------ the result
@@ -321,10 +295,6 @@ def final_texture(config: TextureConfig, state: _State, mesh: TriangleMesh) -> t
         else:
             texture, covered = bake_to_uv_image(mesh, state.field, config.texture_size)
     return texture.float().cpu(), float(covered.float().mean())
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def render_turntable_frames(config: TextureConfig, prepared: PreparedMesh, mesh: TriangleMesh, texture: Tensor,
@@ -353,13 +323,10 @@ def _reference_psnr(config, prepared, mesh, reference: Tensor, frames: list[Tens
 
 def _write_result(config: TextureConfig, state: _State, prepared: PreparedMesh, mesh: TriangleMesh, out_dir: Path,
                   device: torch.device, guidance_name: str, oracle: TextureOracle | None,
-                  events: EventLog) -> TextureResult:
+                  events: EventLog, overwrite: bool) -> TextureResult:
     texture, coverage = final_texture(config, state, mesh)
     mesh_cpu = mesh.to("cpu")
-    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with partial_result(out_dir, replace_finished=overwrite) as partial:
         media.write_png(partial / TEXTURE_FILE, texture)
         write_textured_obj(partial / OBJ_FILE, mesh_cpu, TEXTURE_FILE)
         write_textured_glb(partial / GLB_FILE, mesh_cpu, texture)
@@ -389,7 +356,7 @@ def _write_result(config: TextureConfig, state: _State, prepared: PreparedMesh, 
         if oracle is not None:
             metrics["reference_psnr"] = _reference_psnr(config, prepared, mesh, oracle.reference_texture, frames,
                                                         alpha, device)
-        _write_json(partial / METRICS_FILE, metrics)
+        write_json(partial / METRICS_FILE, metrics)
         files.append({"path": METRICS_FILE, "role": "metrics", "description": "run statistics"})
         files.append({"path": RESULT_FILE, "role": "result", "description": "this index of the result files"})
         summary_keys = ("steps", "train_seconds", "texel_coverage", "uv_source", "guidance", "reference_psnr")
@@ -400,10 +367,7 @@ def _write_result(config: TextureConfig, state: _State, prepared: PreparedMesh, 
             "prompt": config.prompt,
             "config": dataclasses.asdict(config),
         }
-        _write_json(partial / RESULT_FILE, result)
-        replace_with(partial, out_dir)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        write_json(partial / RESULT_FILE, result)
     if prepared.uv_source == "xatlas":
         events.emit("info", message="the mesh had no UVs: the texture uses a new UV atlas (see textured_mesh.obj)")
     roles = {"textured_mesh": out_dir / GLB_FILE, "textured_mesh_obj": out_dir / OBJ_FILE, "material": out_dir / MTL_FILE,
@@ -469,9 +433,8 @@ def texture_mesh(
     else:
         state = _fresh_state(config, prepared, device)
     _optimise(config, state, prepared, mesh, model, conditioner, device, checkpoint_dir, out_dir, events, should_stop)
-    save_checkpoint(checkpoint_path(checkpoint_dir), state, config, prepared)
     oracle = conditioner.oracle if isinstance(conditioner, OracleConditioner) else None
-    return _write_result(config, state, prepared, mesh, out_dir, device, guidance_name, oracle, events)
+    return _write_result(config, state, prepared, mesh, out_dir, device, guidance_name, oracle, events, overwrite)
 
 
 # ------------------------------------------------------------------------------------- job checks

@@ -1,4 +1,4 @@
-"""Native CPU rasterizer: ``rasterize(..., backend="native")``, and what ``backend="auto"`` uses on the CPU.
+"""Native CPU rasterizer: the "native" backend of ``rasterizers``, and what "auto" uses on the CPU.
 
 What it is: projection + SH colours, tile binning, front-to-back compositing and the analytic
 backward of all three, as parallel Numba kernels (``kernels.py``) behind two autograd Functions
@@ -100,6 +100,7 @@ def _warm_up(dtype: torch.dtype) -> None:
     Done once per dtype and process, so that a compile failure shows up here, where the caller can
     still fall back, rather than inside autograd's backward pass.
     """
+    from ..rasterizers import RasterInputs
     from .rasterizer import rasterize_native
 
     means = torch.tensor([[0.0, 0.0, 2.0], [0.2, -0.1, 3.0]], dtype=dtype, requires_grad=True)
@@ -116,9 +117,8 @@ def _warm_up(dtype: torch.dtype) -> None:
     for colors, degree in ((sh_coeffs, 1), (features, None)):
         colors.requires_grad_(True)
         image, alpha, depth, _ = rasterize_native(
-            means, quats, scales, opacities, colors, viewmats, Ks, 16, 16, sh_degree=degree,
-            background=None, near_plane=0.01, far_plane=1e10, eps2d=0.3,
-        )  # fmt: skip
+            RasterInputs(means, quats, scales, opacities, colors, viewmats, Ks, 16, 16, sh_degree=degree)
+        )
         (image.sum() + alpha.sum() + depth.sum()).backward()
         if not bool(torch.isfinite(means.grad).all()):
             raise RuntimeError("the warm-up problem gave non-finite gradients")
@@ -155,25 +155,23 @@ def ensure_ready(dtype: torch.dtype, required: bool) -> bool:
     return False
 
 
-def rasterize_native(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, sh_degree=None,
-                     background=None, near_plane=0.01, far_plane=1e10, eps2d=0.3, required=False):  # fmt: skip
-    """The native path of ``rasterize`` (arguments and outputs as there), or None when it cannot run.
+def rasterize_native(inputs, required: bool = False):
+    """The native backend: ``rasterize``'s outputs for checked ``RasterInputs``, or None when it cannot run.
 
     None (after at most one warning per process) means: use the torch path. With ``required`` the
     reasons raise instead: NativeUnavailable (no Numba, compile failure) or ValueError (inputs it
     does not take).
     """
-    problem = unsupported_inputs(means, colors, viewmats, Ks)
+    problem = unsupported_inputs(inputs.means, inputs.colors, inputs.viewmats, inputs.Ks)
     if problem is not None:
         if required:
             raise ValueError(f"rasterize(backend='native'): {problem}")
         return None
-    if not ensure_ready(means.dtype, required):
+    if not ensure_ready(inputs.means.dtype, required):
         return None
     from .rasterizer import rasterize_native as run
 
-    return run(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree=sh_degree,
-               background=background, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d)  # fmt: skip
+    return run(inputs)
 
 
 __all__ = ["NativeUnavailable", "rasterize_native", "unavailable_reason", "unsupported_inputs", "ensure_ready", "is_ready"]

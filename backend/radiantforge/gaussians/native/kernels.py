@@ -38,24 +38,20 @@ import math
 import numpy as np
 from numba import njit, prange
 
+# The shared rules, as module globals (Numba compiles them in as constants; after changing one
+# there, touch this file so that the on-disk cache is rebuilt).
+from ..raster_constants import (ALPHA_THRESHOLD, BINNING_SLACK, FOV_CLAMP_MARGIN, MAX_ALPHA, MAX_EXTENT_SIGMAS,
+                                TRANSMITTANCE_MIN)
 from .fastexp import exp_neg
 
-ALPHA_THRESHOLD = 1.0 / 255.0
-MAX_ALPHA = 0.999
-TRANSMITTANCE_MIN = 1e-4
-MAX_EXTENT_SIGMAS = 3.33  # cap on the screen radius in standard deviations (gsplat)
-FOV_CLAMP_MARGIN = 0.3  # Jacobian clamp: tan(half-FOV) widened by this fraction per side (gsplat)
 NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's eps
-# Tiles and pixel spans come from the ellipse 0.5 d^T Q d <= ln(255 o) + SPAN_SLACK: the slack keeps
-# float rounding from dropping a fragment whose alpha is just above 1/255 (the exact test decides).
-SPAN_SLACK = 1e-3
 
 # Columns of the per-visible-Gaussian table built by bin_gaussians, in the working dtype: everything
 # the compositing loops read about one Gaussian in one row (one cache line for float32 and 4 features).
 # The first N_PARAMS columns are also the columns of the gradient composite_backward returns.
 T_MX, T_MY, T_A, T_B, T_C, T_OPACITY = 0, 1, 2, 3, 4, 5
 N_PARAMS = 6
-# Half-extents of the alpha >= 1/255 ellipse (with SPAN_SLACK) along x and y; its x-interval on a
+# Half-extents of the alpha >= 1/255 ellipse (with BINNING_SLACK) along x and y; its x-interval on a
 # pixel row, x - mean_x in slope * dy +- sqrt(reach - curvature * dy^2) (dy = row centre - mean y);
 # the dy of its rightmost point (the leftmost is at -dy).
 T_HALF_X, T_HALF_Y, T_SLOPE, T_REACH, T_CURVATURE, T_EXTREME_DY = 6, 7, 8, 9, 10, 11
@@ -620,7 +616,7 @@ def bin_gaussians(means2d, conics, opacities, depths, colors, radii, width, heig
         table[v, T_B] = conics[c, n, 1]
         table[v, T_C] = conics[c, n, 2]
         table[v, T_OPACITY] = opacities[n]
-        two_cut = 2.0 * (math.log(max(float(opacities[n]), ALPHA_THRESHOLD) / ALPHA_THRESHOLD) + SPAN_SLACK)
+        two_cut = 2.0 * (math.log(max(float(opacities[n]), ALPHA_THRESHOLD) / ALPHA_THRESHOLD) + BINNING_SLACK)
         det = a * cc - b * b
         table[v, T_HALF_X] = math.sqrt(two_cut * cc / det)
         table[v, T_HALF_Y] = math.sqrt(two_cut * a / det)

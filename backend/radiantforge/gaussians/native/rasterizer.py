@@ -7,7 +7,7 @@
 
 Two Functions, as in gsplat, so that ``info["means2d"]`` is a real node between them: its ``.grad``
 after backward is the view-space positional gradient densification reads. Background, alpha and
-the expected-depth division are a few torch ops on images (exactly the torch path's epilogue).
+the expected-depth division are a few torch ops on images: ``rasterizers.finish_image``, as for every backend.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..rasterizers import RasterInputs, finish_image, raster_info
 from . import kernels
 
 # Kernel calls are serialised: Numba's fallback threading layer (workqueue, used where no OpenMP
@@ -174,31 +175,23 @@ class _Composite(torch.autograd.Function):
         return v_means2d, v_conics, v_colors, v_depths, v_opacities, None, None, None, None
 
 
-def rasterize_native(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, sh_degree, background,
-                     near_plane, far_plane, eps2d):  # fmt: skip
+def rasterize_native(inputs: RasterInputs):
     """``rasterize`` on the CPU with the native kernels; same arguments, outputs and info as the torch path.
 
-    Inputs must be CPU float32 or float64 tensors (checked by the caller); viewmats and Ks get no gradient.
+    Inputs must be checked CPU float32 or float64 tensors (checked by the caller); viewmats and Ks get no gradient.
     """
+    means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree = inputs[:10]
     C, N = viewmats.shape[0], means.shape[0]
-    dtype = means.dtype
-    info = {"width": width, "height": height, "n_cameras": C, "backend": "native"}
     if sh_degree is not None:
         coeffs = colors
         degree = sh_degree
     else:
         coeffs = means.new_zeros(N, 0, 3)
         degree = -1
-    settings = (width, height, float(near_plane), float(far_plane), float(eps2d), degree)
+    settings = (width, height, float(inputs.near_plane), float(inputs.far_plane), float(inputs.eps2d), degree)
     means2d, conics, depths, sh_colors, radii = _Project.apply(means, quats, scales, opacities, coeffs, viewmats, Ks, settings)
-    features = sh_colors if sh_degree is not None else colors.to(dtype)[None].expand(C, N, colors.shape[1])
+    features = sh_colors if sh_degree is not None else colors.to(means.dtype)[None].expand(C, N, colors.shape[1])
     stats: dict = {}
     accum, t_final = _Composite.apply(means2d, conics, features, depths, opacities, radii, width, height, stats)
-    n_color = features.shape[2]
-    alphas = 1.0 - t_final
-    out_colors = accum[..., :n_color]
-    if background is not None:
-        out_colors = out_colors + t_final * background[:, None, None, :]
-    depth_image = accum[..., n_color:] / alphas.clamp_min(1e-10)  # the depth sum is 0 where alpha is 0
-    info.update({"means2d": means2d, "radii": radii, "depths": depths, "stats": stats})
-    return out_colors, alphas, depth_image, info
+    images = finish_image(accum, t_final, inputs.background)
+    return *images, raster_info(inputs, "native", means2d, radii, depths, stats=stats)
