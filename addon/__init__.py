@@ -1,11 +1,12 @@
 """Radiant Forge Blender extension: capture a scene, train Gaussian splats on a backend, import them.
 
-Registration lives here; the logic lives in plain modules (capture, pipeline, importers, client)
-that scripts can call without registering anything. This module imports only bpy at load time so
-that `import radiantforge_addon.capture` works from the pip `bpy` module without side effects.
+Registration lives here; the logic lives in plain modules that scripts can call without
+registering anything: ``io`` (formats and numpy geometry, no bpy), ``capture``, ``importers``,
+``transport`` and ``pipeline`` (a job of each kind from the scene), ``client``. This module imports
+nothing at load time (bpy only inside register/unregister), so ``import radiantforge_addon.io...``
+works in a plain Python without Blender, and ``import radiantforge_addon.capture`` from the pip
+``bpy`` module has no side effects.
 """
-
-import bpy
 
 _registered_classes: list = []
 
@@ -18,6 +19,8 @@ def _classes():
 
 
 def register():
+    import bpy
+
     from . import panel, properties
     from .operators import importing
 
@@ -30,10 +33,12 @@ def register():
 
 
 def unregister():
-    from . import backend_process, panel, properties
-    from .operators import importing, jobs
+    import bpy
 
-    jobs.stop_active_job()
+    from . import backend_process, panel, properties, session
+    from .operators import importing
+
+    session.stop_active_job()
     backend_process.stop_local_backend()
     bpy.types.STATUSBAR_HT_header.remove(panel.draw_status_bar)
     bpy.types.TOPBAR_MT_file_import.remove(importing.menu_import)

@@ -25,6 +25,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
+from .io.job_folder import JOB_FILE, JOB_INPUT_ENTRIES, RESULT_DIR
 from .version import ADDON_VERSION, API_VERSION
 
 API_PREFIX = "/api/v1"
@@ -32,8 +33,6 @@ DEFAULT_TIMEOUT_S = 10.0
 # Uploads and downloads of whole datasets get more time than a status poll.
 TRANSFER_TIMEOUT_S = 600.0
 _CHUNK_BYTES = 1 << 20
-# Only these parts of a job folder are inputs; events, results and checkpoints stay behind.
-JOB_INPUT_ENTRIES = ("job.json", "data")
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 
 
@@ -225,7 +224,7 @@ class ServiceClient:
         dest_dir.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".rf-download-", dir=dest_dir.parent) as scratch:
             archive = self._download(f"/jobs/{urllib.parse.quote(job_id)}/result.zip", Path(scratch) / "result.zip")
-            unpacked = Path(scratch) / "result"
+            unpacked = Path(scratch) / RESULT_DIR
             extract_zip_safely(archive, unpacked)
             os.replace(unpacked, dest_dir)
         return dest_dir
@@ -258,7 +257,7 @@ def extract_zip_safely(archive: str | os.PathLike, dest: str | os.PathLike) -> P
 def zip_job_folder(job_dir: str | os.PathLike, archive: str | os.PathLike) -> Path:
     """Zip the inputs of ``job_dir`` (job.json + data/) with paths relative to the job folder."""
     job_dir, archive = Path(job_dir), Path(archive)
-    if not (job_dir / "job.json").is_file():
+    if not (job_dir / JOB_FILE).is_file():
         raise BackendError(f"{job_dir}: not a job folder (no job.json)")
     partial = archive.with_name(archive.name + ".partial")
     # Images are already compressed PNGs: storing them is as small and much faster than deflating.

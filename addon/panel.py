@@ -6,14 +6,20 @@ import json
 
 import bpy
 
+from . import session
 from .importers import gaussians as gaussian_importer
-from .operators.jobs import active_runner
 
 CATEGORY = "Radiant Forge"
 # Metrics shown in the panel, in this order, when the backend reports them.
 SHOWN_METRICS = (("psnr", "PSNR", "{:.2f} dB"), ("ssim", "SSIM", "{:.3f}"), ("lpips", "LPIPS", "{:.3f}"),
                  ("n_gaussians", "Gaussians", "{:,}"), ("train_seconds", "Training", "{:.0f} s"))
 PREVIEW_SCALE = 8.0
+# The settings each guided-job panel shows, in order (names in scene.radiantforge.texture / .text3d).
+TEXTURE_SHOWN = ("prompt", "negative_prompt", "guidance_scale", "steps", "resolution", "texture_size", "seed", "model")
+TEXT3D_SHOWN = ("prompt", "negative_prompt", "steps", "seed", "resolution", "guidance_scale", "model")
+TEXT3D_ADVANCED_SHOWN = (("Shading", ("latent_iter_ratio", "albedo_probability", "textureless_probability", "ambient")),
+                         ("Regularisers", ("entropy_weight", "orientation_weight", "sparsity_weight")),
+                         ("Mesh", ("target_faces", "texture_size")))
 
 
 def _job_status(context):
@@ -47,18 +53,48 @@ def _wrap(text: str, width: int = 60) -> list[str]:
 
 def _job_button(layout, operator: str, text: str, icon: str) -> None:
     """One button that turns into Cancel while a job runs."""
-    if active_runner() is not None:
+    if session.is_job_running():
         layout.operator("radiant_forge.cancel_job", text="Cancel", icon="CANCEL")
     else:
         layout.operator(operator, text=text, icon=icon)
 
 
-class RADIANTFORGE_PT_main(bpy.types.Panel):
-    bl_label = "Radiant Forge"
-    bl_idname = "RADIANTFORGE_PT_main"
+def _draw_props(layout, props, names) -> None:
+    for name in names:
+        layout.prop(props, name)
+
+
+class RadiantForgePanel:
+    """Mixin of every Radiant Forge panel: the sidebar tab of the 3D viewport. (A panel's bl_idname
+    is its class name, which the bl_parent_id of the panels inside it name.)"""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = CATEGORY
+
+
+class RadiantForgeSettingsPanel(RadiantForgePanel):
+    """Mixin of the panels inside the main one that lay out settings (label column, no keyframe dots):
+    they implement ``draw_settings(context, layout, props)``, props being ``scene.radiantforge``."""
+
+    bl_parent_id = "RADIANTFORGE_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        self.draw_settings(context, layout, context.scene.radiantforge)
+
+
+def _operator_unless_running(layout, operator: str, icon: str) -> None:
+    """A button that is greyed out while a job runs."""
+    row = layout.row()
+    row.enabled = not session.is_job_running()
+    row.operator(operator, icon=icon)
+
+
+class RADIANTFORGE_PT_main(RadiantForgePanel, bpy.types.Panel):
+    bl_label = "Radiant Forge"
 
     def draw(self, context):
         layout = self.layout
@@ -85,113 +121,53 @@ class RADIANTFORGE_PT_main(bpy.types.Panel):
         layout.operator("radiant_forge.check_backend", icon="CHECKMARK")
 
 
-class RADIANTFORGE_PT_capture(bpy.types.Panel):
+class RADIANTFORGE_PT_capture(RadiantForgeSettingsPanel, bpy.types.Panel):
     bl_label = "Capture"
-    bl_idname = "RADIANTFORGE_PT_capture"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
-    bl_parent_id = "RADIANTFORGE_PT_main"
 
-    def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        props = context.scene.radiantforge
+    def draw_settings(self, context, layout, props):
         layout.prop(props, "camera_source", expand=True)
         if props.camera_source == "COLLECTION":
             layout.prop(props, "camera_collection")
         else:
-            layout.prop(props, "view_count")
-            layout.prop(props, "upper_hemisphere")
-            layout.prop(props, "focal_length")
-            layout.prop(props, "keep_rig")
+            _draw_props(layout, props, ("view_count", "upper_hemisphere", "focal_length", "keep_rig"))
             selected = len([o for o in context.selected_objects if o.type == "MESH"]) if hasattr(context, "selected_objects") else 0
             layout.label(text=f"Around {selected} selected object(s)" if selected else "Around everything that renders",
                          icon="OBJECT_DATA")
-        layout.prop(props, "test_every")
-        layout.prop(props, "engine")
-        layout.prop(props, "resolution")
-        layout.prop(props, "samples")
-        layout.prop(props, "point_count")
-        layout.prop(props, "jobs_folder")
-        running = active_runner() is not None
-        row = layout.row()
-        row.enabled = not running
-        row.operator("radiant_forge.export_job", icon="EXPORT")
+        _draw_props(layout, props, ("test_every", "engine", "resolution", "samples", "point_count", "jobs_folder"))
+        _operator_unless_running(layout, "radiant_forge.export_job", "EXPORT")
 
 
-class RADIANTFORGE_PT_gaussians(bpy.types.Panel):
+class RADIANTFORGE_PT_gaussians(RadiantForgeSettingsPanel, bpy.types.Panel):
     bl_label = "Gaussians"
-    bl_idname = "RADIANTFORGE_PT_gaussians"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
-    bl_parent_id = "RADIANTFORGE_PT_main"
 
-    def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        props = context.scene.radiantforge
-        layout.prop(props, "iters")
-        layout.prop(props, "sh_degree")
-        layout.prop(props, "max_gaussians")
-        layout.prop(props, "display")
-        layout.prop(props, "import_turntable")
+    def draw_settings(self, context, layout, props):
+        _draw_props(layout, props, ("steps", "sh_degree", "max_gaussians", "display", "import_turntable"))
         _job_button(layout, "radiant_forge.capture_train", "Capture & Train", "RENDER_STILL")
         layout.separator()
         layout.prop(props, "dataset_folder")
-        row = layout.row()
-        row.enabled = active_runner() is None
-        row.operator("radiant_forge.train_dataset", icon="FILE_FOLDER")
+        _operator_unless_running(layout, "radiant_forge.train_dataset", "FILE_FOLDER")
         layout.separator()
         column = layout.column(align=True)
         column.operator("radiant_forge.import_gaussians", icon="IMPORT")
         column.operator("radiant_forge.import_turntable", icon="RENDER_ANIMATION")
         column.operator("radiant_forge.import_result", icon="FILE_TICK")
         obj = context.active_object
-        modifier = _splat_modifier(obj)
+        modifier = gaussian_importer.splat_modifier(obj)
         if modifier is not None:
             box = layout.box()
             box.label(text=f"{obj.name}: {obj.get('radiantforge_splat_count', 0):,} splats", icon="POINTCLOUD_DATA")
             for name in (gaussian_importer.INPUT_AS_POINTS, gaussian_importer.INPUT_SIZE):
-                identifier = gaussian_importer._modifier_input_id(modifier.node_group, name)
+                identifier = gaussian_importer.modifier_input_id(modifier.node_group, name)
                 box.prop(modifier, f'["{identifier}"]', text=name)
 
 
-def _splat_modifier(obj):
-    if obj is None:
-        return None
-    for modifier in obj.modifiers:
-        if modifier.type == "NODES" and modifier.node_group and modifier.node_group.name.startswith(gaussian_importer.NODE_GROUP_NAME):
-            return modifier
-    return None
-
-
-class RADIANTFORGE_PT_texture(bpy.types.Panel):
+class RADIANTFORGE_PT_texture(RadiantForgeSettingsPanel, bpy.types.Panel):
     bl_label = "Texture"
-    bl_idname = "RADIANTFORGE_PT_texture"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
-    bl_parent_id = "RADIANTFORGE_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
 
-    def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        props = context.scene.radiantforge
-        layout.prop(props, "texture_prompt")
-        layout.prop(props, "texture_negative_prompt")
-        layout.prop(props, "texture_guidance_scale")
-        layout.prop(props, "texture_steps")
-        layout.prop(props, "texture_resolution")
-        layout.prop(props, "texture_size")
-        layout.prop(props, "texture_seed")
-        layout.prop(props, "texture_model")
-        layout.prop(props, "texture_target", expand=True)
+    def draw_settings(self, context, layout, props):
+        _draw_props(layout, props.texture, TEXTURE_SHOWN)
+        layout.prop(props.texture, "target", expand=True)
         obj = context.active_object
         if obj is not None and obj.type == "MESH":
             layout.label(text=f"Texturing {obj.name}", icon="MESH_DATA")
@@ -200,58 +176,25 @@ class RADIANTFORGE_PT_texture(bpy.types.Panel):
         _job_button(layout, "radiant_forge.texture_mesh", "Texture Selected Mesh", "TEXTURE")
 
 
-class RADIANTFORGE_PT_text_to_3d(bpy.types.Panel):
+class RADIANTFORGE_PT_text_to_3d(RadiantForgeSettingsPanel, bpy.types.Panel):
     bl_label = "Text-to-3D"
-    bl_idname = "RADIANTFORGE_PT_text_to_3d"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
-    bl_parent_id = "RADIANTFORGE_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
 
-    def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        props = context.scene.radiantforge
-        layout.prop(props, "text3d_prompt")
-        layout.prop(props, "text3d_negative_prompt")
-        layout.prop(props, "text3d_steps")
-        layout.prop(props, "text3d_seed")
-        layout.prop(props, "text3d_resolution")
-        layout.prop(props, "text3d_guidance_scale")
-        layout.prop(props, "text3d_model")
+    def draw_settings(self, context, layout, props):
+        _draw_props(layout, props.text3d, TEXT3D_SHOWN)
         layout.prop(props, "import_turntable")
         layout.label(text="The object comes in at the 3D cursor", icon="PIVOT_CURSOR")
         _job_button(layout, "radiant_forge.generate_from_text", "Generate from Text", "OUTLINER_OB_FONT")
 
 
-class RADIANTFORGE_PT_text_to_3d_advanced(bpy.types.Panel):
+class RADIANTFORGE_PT_text_to_3d_advanced(RadiantForgeSettingsPanel, bpy.types.Panel):
     bl_label = "Advanced"
-    bl_idname = "RADIANTFORGE_PT_text_to_3d_advanced"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = CATEGORY
     bl_parent_id = "RADIANTFORGE_PT_text_to_3d"
     bl_options = {"DEFAULT_CLOSED"}
 
-    def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        props = context.scene.radiantforge
-        column = layout.column(heading="Shading")
-        column.prop(props, "text3d_latent_iter_ratio")
-        column.prop(props, "text3d_albedo_probability")
-        column.prop(props, "text3d_textureless_probability")
-        column.prop(props, "text3d_ambient")
-        column = layout.column(heading="Regularisers")
-        column.prop(props, "text3d_entropy_weight")
-        column.prop(props, "text3d_orientation_weight")
-        column.prop(props, "text3d_sparsity_weight")
-        column = layout.column(heading="Mesh")
-        column.prop(props, "text3d_target_faces")
-        column.prop(props, "text3d_texture_size")
+    def draw_settings(self, context, layout, props):
+        for heading, names in TEXT3D_ADVANCED_SHOWN:
+            _draw_props(layout.column(heading=heading), props.text3d, names)
 
 
 def draw_status_bar(self, context):

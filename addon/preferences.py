@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
+from . import session
 from .settings import BackendSettings
 
 # The add-on's module name: "bl_ext.<repo>.radiant_forge" as an extension, "radiantforge_addon" in a venv.
@@ -14,17 +15,6 @@ BACKEND_ITEMS = [
     ("LOCAL", "Local", "Start the backend on this machine with the Python of a venv where Radiant Forge is installed"),
     ("REMOTE", "Remote", "Use a running `radiantforge serve` (e.g. on a GPU machine) by URL and token"),
 ]
-
-# Lines from the last "Check backend" (module state: not saved in preferences).
-last_check_lines: list[str] = []
-last_check_ok: bool | None = None
-
-
-def set_check_report(ok: bool | None, lines: list[str]) -> None:
-    global last_check_ok
-    last_check_ok = ok
-    last_check_lines[:] = lines
-
 
 class RadiantForgePreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
@@ -63,10 +53,11 @@ class RadiantForgePreferences(bpy.types.AddonPreferences):
             layout.prop(self, "remote_url")
             layout.prop(self, "remote_token")
         layout.operator("radiant_forge.check_backend", icon="CHECKMARK")
-        if last_check_lines:
+        check_ok, check_lines = session.check_report()  # the last check of this session (not saved)
+        if check_lines:
             box = layout.box()
-            icon = "CHECKMARK" if last_check_ok else "ERROR"
-            for index, line in enumerate(last_check_lines):
+            icon = "CHECKMARK" if check_ok else "ERROR"
+            for index, line in enumerate(check_lines):
                 for part in _wrap(line):
                     box.label(text=part, icon=icon if index == 0 else "NONE")
                     icon = "NONE"

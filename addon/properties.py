@@ -1,8 +1,9 @@
 """Settings stored in the .blend (per scene) and the live state of the running job (per window manager).
 
 `Scene.radiantforge` holds what the artist chose (cameras, views, engine, training steps, import
-options); `WindowManager.radiantforge_job` holds what the job is doing right now (progress,
-message, metrics, preview) — runtime state that is not saved with the file.
+options), with one nested group per guided job kind (`Scene.radiantforge.texture`,
+`Scene.radiantforge.text3d`); `WindowManager.radiantforge_job` holds what the job is doing right
+now (progress, message, metrics, preview) — runtime state that is not saved with the file.
 """
 
 from __future__ import annotations
@@ -29,26 +30,93 @@ DISPLAY_ITEMS = [
     ("POINTS", "Points", "A point per Gaussian (fast, for large files)"),
 ]
 
-# Defaults: enough views for a small object, a resolution CPUs train on in minutes.
+# Capture and Gaussian defaults: enough views for a small object, a resolution CPUs train on in minutes.
 DEFAULT_VIEWS = 48
 DEFAULT_RESOLUTION = 256
 DEFAULT_TEST_EVERY = 8
-DEFAULT_ITERS = 3000
+# Gaussian training steps: the add-on's own default, not the backend's 7000 (the shorter of the 3DGS
+# paper's two schedules, timed on GPUs). The artist waits for this run inside Blender, often on a
+# CPU, so it is shorter: enough for a result to look at; raise it for final quality.
+DEFAULT_GAUSSIAN_STEPS = 3000
+
+# Guided jobs' defaults are the backend's: TextureConfig (SD's own 512 px views, a 1024^2 texture,
+# 1000 steps, CFG 100) and Text3DConfig (64 px NeRF renders upsampled for SD, 3000 steps,
+# DreamFusion's shading mix after a 20% normal-shading warm-up, its regulariser weights).
+DEFAULT_GUIDANCE_SCALE = 100.0
+DEFAULT_MODEL = "sd15"
+DEFAULT_TEXTURE_STEPS = 1000
+DEFAULT_TEXTURE_RESOLUTION = 512
+DEFAULT_TEXTURE_SIZE = 1024
+DEFAULT_TEXT3D_STEPS = 3000
+DEFAULT_TEXT3D_RESOLUTION = 64
+DEFAULT_TEXT3D_FACES = 20000
+DEFAULT_TEXT3D_TEXTURE_SIZE = 1024
 
 TEXTURE_TARGET_ITEMS = [
     ("COPY", "New Copy", "Texture a copy of the object (with its own mesh); the original is left as it is"),
     ("SAME", "Same Object", "Put the new material on the selected object itself; its existing materials are kept"),
 ]
-# Text-to-texture defaults: the backend's (SD's own 512 px views, a 1024^2 texture, 1000 steps, CFG 100).
-DEFAULT_TEXTURE_STEPS = 1000
-DEFAULT_TEXTURE_RESOLUTION = 512
-DEFAULT_TEXTURE_SIZE = 1024
-DEFAULT_GUIDANCE_SCALE = 100.0
-# Text-to-3D defaults: the backend's Text3DConfig (64 px NeRF renders upsampled for SD, 3000 steps,
-# DreamFusion's shading mix after a 20% normal-shading warm-up, its regulariser weights).
-DEFAULT_TEXT3D_STEPS = 3000
-DEFAULT_TEXT3D_RESOLUTION = 64
-DEFAULT_TEXT3D_FACES = 20000
+
+
+class _GuidedJobSettings:
+    """What the two Stable Diffusion jobs share (a mixin: Blender registers the annotations of each group)."""
+
+    negative_prompt: StringProperty(name="Negative Prompt", default="",
+                                    description="What to steer away from (optional)")
+    guidance_scale: FloatProperty(name="Guidance Scale", default=DEFAULT_GUIDANCE_SCALE, min=1.0, soft_max=200.0,
+                                  description="Classifier-free guidance: how strongly the prompt is followed")
+    model: StringProperty(name="Model", default=DEFAULT_MODEL,
+                          description="Stable Diffusion on the backend machine: sd15, sd21base, a Hugging Face "
+                                      "id already in its cache, or a folder there")
+
+
+class RadiantForgeTextureSettings(_GuidedJobSettings, bpy.types.PropertyGroup):
+    """``scene.radiantforge.texture``: text-to-texture. Every number here is sent as the job
+    parameter of the same name (a backend TextureConfig field)."""
+
+    prompt: StringProperty(name="Prompt", default="",
+                           description="What the texture shows, e.g. 'a cow with black and white patches'")
+    steps: IntProperty(name="Steps", default=DEFAULT_TEXTURE_STEPS, min=1, soft_max=5000,
+                       description="Optimisation steps")
+    resolution: IntProperty(name="Resolution", default=DEFAULT_TEXTURE_RESOLUTION, min=16, soft_max=1024,
+                            subtype="PIXEL", description="Size of the views rendered for the diffusion model")
+    texture_size: IntProperty(name="Texture Size", default=DEFAULT_TEXTURE_SIZE, min=16, soft_max=4096, subtype="PIXEL",
+                              description="Width and height of the texture image")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Random seed (cameras, noise)")
+    target: EnumProperty(name="Apply To", items=TEXTURE_TARGET_ITEMS, default="COPY")
+
+
+class RadiantForgeText3DSettings(_GuidedJobSettings, bpy.types.PropertyGroup):
+    """``scene.radiantforge.text3d``: DreamFusion-style generation; the advanced ones are the backend's
+    shading and regulariser settings. Every number here is sent as the job parameter of the same
+    name (a backend Text3DConfig field)."""
+
+    prompt: StringProperty(name="Prompt", default="", description="What to make, e.g. 'a ceramic teapot'")
+    steps: IntProperty(name="Steps", default=DEFAULT_TEXT3D_STEPS, min=1, soft_max=20000,
+                       description="Optimisation steps")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Random seed (field, cameras, noise)")
+    resolution: IntProperty(name="Resolution", default=DEFAULT_TEXT3D_RESOLUTION, min=8, max=512, soft_max=128,
+                            subtype="PIXEL",
+                            description="Size of the NeRF renders while optimising (upsampled for the diffusion model)")
+    latent_iter_ratio: FloatProperty(name="Normal Warm-up", default=0.2, min=0.0, max=1.0, subtype="FACTOR",
+                                     description="Share of the steps that render normals only (geometry first)")
+    albedo_probability: FloatProperty(name="Albedo Share", default=0.2, min=0.0, max=1.0, subtype="FACTOR",
+                                      description="After the warm-up: share of steps rendering the plain colour")
+    textureless_probability: FloatProperty(
+        name="Textureless Share", default=0.4, min=0.0, max=1.0, subtype="FACTOR",
+        description="After the warm-up: share of steps rendering grey lit geometry (the rest: lit colour)")
+    ambient: FloatProperty(name="Ambient", default=0.1, min=0.0, max=1.0, subtype="FACTOR",
+                           description="Ambient share of the lit shading modes")
+    entropy_weight: FloatProperty(name="Opacity Entropy", default=1e-3, min=0.0, soft_max=0.1, precision=4,
+                                  description="Pushes every pixel to fully empty or fully solid")
+    orientation_weight: FloatProperty(name="Orientation", default=1e-2, min=0.0, soft_max=1.0, precision=4,
+                                      description="Penalises surface normals that face away from the camera")
+    sparsity_weight: FloatProperty(name="Sparsity", default=0.0, min=0.0, soft_max=1.0, precision=4,
+                                   description="Penalises opacity everywhere (fewer floaters); 0 is off")
+    target_faces: IntProperty(name="Faces", default=DEFAULT_TEXT3D_FACES, min=0, soft_max=200000,
+                              description="Decimate the mesh to this many triangles (0 keeps them all)")
+    texture_size: IntProperty(name="Texture Size", default=DEFAULT_TEXT3D_TEXTURE_SIZE, min=8, soft_max=4096,
+                              subtype="PIXEL", description="Width and height of the baked colour texture")
 
 
 class RadiantForgeSceneSettings(bpy.types.PropertyGroup):
@@ -79,66 +147,16 @@ class RadiantForgeSceneSettings(bpy.types.PropertyGroup):
                                    description="An existing NeRF-synthetic dataset (transforms_train.json) or job folder")
 
     # Gaussians (training)
-    iters: IntProperty(name="Steps", default=DEFAULT_ITERS, min=1, soft_max=30000,
+    steps: IntProperty(name="Steps", default=DEFAULT_GAUSSIAN_STEPS, min=1, soft_max=30000,
                        description="Optimisation steps")
     sh_degree: IntProperty(name="SH Degree", default=3, min=0, max=3,
                            description="Spherical-harmonics degree of the view-dependent colour")
     max_gaussians: IntProperty(name="Max Gaussians", default=0, min=0, soft_max=2_000_000,
                                description="Cap on the number of Gaussians (0: the backend's default)")
 
-    # Texture (text-to-texture)
-    texture_prompt: StringProperty(name="Prompt", default="",
-                                   description="What the texture shows, e.g. 'a cow with black and white patches'")
-    texture_negative_prompt: StringProperty(name="Negative Prompt", default="",
-                                            description="What to steer away from (optional)")
-    texture_guidance_scale: FloatProperty(name="Guidance Scale", default=DEFAULT_GUIDANCE_SCALE, min=1.0, soft_max=200.0,
-                                          description="Classifier-free guidance: how strongly the prompt is followed")
-    texture_steps: IntProperty(name="Steps", default=DEFAULT_TEXTURE_STEPS, min=1, soft_max=5000,
-                               description="Optimisation steps")
-    texture_resolution: IntProperty(name="Resolution", default=DEFAULT_TEXTURE_RESOLUTION, min=16, soft_max=1024,
-                                    subtype="PIXEL", description="Size of the views rendered for the diffusion model")
-    texture_size: IntProperty(name="Texture Size", default=DEFAULT_TEXTURE_SIZE, min=16, soft_max=4096, subtype="PIXEL",
-                              description="Width and height of the texture image")
-    texture_seed: IntProperty(name="Seed", default=0, min=0, description="Random seed (cameras, noise)")
-    texture_model: StringProperty(name="Model", default="sd15",
-                                  description="Stable Diffusion on the backend machine: sd15, sd21base, a Hugging Face "
-                                              "id already in its cache, or a folder there")
-    texture_target: EnumProperty(name="Apply To", items=TEXTURE_TARGET_ITEMS, default="COPY")
-
-    # Text-to-3D (DreamFusion-style generation); the advanced ones are the backend's shading and regulariser settings
-    text3d_prompt: StringProperty(name="Prompt", default="", description="What to make, e.g. 'a ceramic teapot'")
-    text3d_negative_prompt: StringProperty(name="Negative Prompt", default="",
-                                           description="What to steer away from (optional)")
-    text3d_steps: IntProperty(name="Steps", default=DEFAULT_TEXT3D_STEPS, min=1, soft_max=20000,
-                              description="Optimisation steps")
-    text3d_seed: IntProperty(name="Seed", default=0, min=0, description="Random seed (field, cameras, noise)")
-    text3d_resolution: IntProperty(name="Resolution", default=DEFAULT_TEXT3D_RESOLUTION, min=8, max=512, soft_max=128,
-                                   subtype="PIXEL",
-                                   description="Size of the NeRF renders while optimising (upsampled for the diffusion model)")
-    text3d_guidance_scale: FloatProperty(name="Guidance Scale", default=DEFAULT_GUIDANCE_SCALE, min=1.0, soft_max=200.0,
-                                         description="Classifier-free guidance: how strongly the prompt is followed")
-    text3d_model: StringProperty(name="Model", default="sd15",
-                                 description="Stable Diffusion on the backend machine: sd15, sd21base, a Hugging Face "
-                                             "id already in its cache, or a folder there")
-    text3d_latent_iter_ratio: FloatProperty(name="Normal Warm-up", default=0.2, min=0.0, max=1.0, subtype="FACTOR",
-                                            description="Share of the steps that render normals only (geometry first)")
-    text3d_albedo_probability: FloatProperty(name="Albedo Share", default=0.2, min=0.0, max=1.0, subtype="FACTOR",
-                                             description="After the warm-up: share of steps rendering the plain colour")
-    text3d_textureless_probability: FloatProperty(
-        name="Textureless Share", default=0.4, min=0.0, max=1.0, subtype="FACTOR",
-        description="After the warm-up: share of steps rendering grey lit geometry (the rest: lit colour)")
-    text3d_ambient: FloatProperty(name="Ambient", default=0.1, min=0.0, max=1.0, subtype="FACTOR",
-                                  description="Ambient share of the lit shading modes")
-    text3d_entropy_weight: FloatProperty(name="Opacity Entropy", default=1e-3, min=0.0, soft_max=0.1, precision=4,
-                                         description="Pushes every pixel to fully empty or fully solid")
-    text3d_orientation_weight: FloatProperty(name="Orientation", default=1e-2, min=0.0, soft_max=1.0, precision=4,
-                                             description="Penalises surface normals that face away from the camera")
-    text3d_sparsity_weight: FloatProperty(name="Sparsity", default=0.0, min=0.0, soft_max=1.0, precision=4,
-                                          description="Penalises opacity everywhere (fewer floaters); 0 is off")
-    text3d_target_faces: IntProperty(name="Faces", default=DEFAULT_TEXT3D_FACES, min=0, soft_max=200000,
-                                     description="Decimate the mesh to this many triangles (0 keeps them all)")
-    text3d_texture_size: IntProperty(name="Texture Size", default=1024, min=8, soft_max=4096, subtype="PIXEL",
-                                     description="Width and height of the baked colour texture")
+    # The guided jobs, one group each
+    texture: PointerProperty(type=RadiantForgeTextureSettings)
+    text3d: PointerProperty(type=RadiantForgeText3DSettings)
 
     # Import
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="AUTO")
@@ -163,7 +181,8 @@ class RadiantForgeJobStatus(bpy.types.PropertyGroup):
     result_object: PointerProperty(type=bpy.types.Object)
 
 
-CLASSES = (RadiantForgeSceneSettings, RadiantForgeJobStatus)
+# Registered in this order: a group's PointerProperty needs its type registered first.
+CLASSES = (RadiantForgeTextureSettings, RadiantForgeText3DSettings, RadiantForgeSceneSettings, RadiantForgeJobStatus)
 
 
 def register_properties() -> None:

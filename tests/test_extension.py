@@ -94,7 +94,7 @@ settings.resolution = 16
 settings.view_count = 4
 settings.test_every = 2
 settings.point_count = 50
-settings.iters = 123
+settings.steps = 123
 job_dir = tmp / "exported_job"
 assert bpy.ops.radiant_forge.export_job(job_dir=str(job_dir)) == {"FINISHED"}
 status = bpy.context.window_manager.radiantforge_job
@@ -170,7 +170,7 @@ def test_install_enable_use_disable_leaves_nothing(tmp_path, extension_zip):
     assert checks["import"] == {"added": 1, "name": "train-1000", "vertices": 1000, "attributes": 59}
 
     export = checks["export"]
-    assert export["job"] == {"format_version": 1, "kind": "gaussians", "params": {"iters": 123, "sh_degree": 3}}
+    assert export["job"] == {"format_version": 1, "kind": "gaussians", "params": {"steps": 123, "sh_degree": 3}}
     files = export["files"]
     assert {"job.json", "data/transforms_train.json", "data/transforms_test.json", "data/points3d.ply"} <= set(files)
     assert len([f for f in files if f.endswith(".png")]) == 4  # 4 views: 2 train, 2 test
@@ -201,7 +201,7 @@ def test_job_folder_is_what_the_backend_validates(tmp_path):
     settings.view_count = 6
     settings.test_every = 3
     settings.point_count = 30
-    settings.iters = 50
+    settings.steps = 50
     settings.sh_degree = 1
     settings.max_gaussians = 5000
     bpy.ops.radiant_forge.export_job(job_dir=sys.argv[1])
@@ -213,7 +213,7 @@ def test_job_folder_is_what_the_backend_validates(tmp_path):
 
     spec = validate_job(tmp_path / "job")
     assert spec.kind == "gaussians"
-    assert spec.params == {"iters": 50, "sh_degree": 1, "max_gaussians": 5000}
+    assert spec.params == {"steps": 50, "sh_degree": 1, "max_gaussians": 5000}
     train = json.loads((tmp_path / "job" / "data" / "transforms_train.json").read_text())
     test = json.loads((tmp_path / "job" / "data" / "transforms_test.json").read_text())
     assert len(train["frames"]) == 4 and len(test["frames"]) == 2

@@ -43,7 +43,7 @@ def test_example_script_captures_trains_imports_and_saves(tmp_path):
     environment = {"BLENDER_USER_RESOURCES": str(tmp_path / "blender_user")}
     completed = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "blender_example.py"), str(blend), "--out", str(out), *TINY_CAPTURE,
-         "--iters", "8", "--sh-degree", "1", "--service-root", str(tmp_path / "service")],
+         "--steps", "8", "--sh-degree", "1", "--service-root", str(tmp_path / "service")],
         capture_output=True, text=True, timeout=240, env={**__import__("os").environ, **environment}, cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -100,6 +100,7 @@ from pathlib import Path
 import bpy
 import radiantforge_addon
 from radiantforge_addon import capture, demo_scene, pipeline
+from radiantforge_addon.io import job_folder
 from radiantforge_addon.backend_process import LocalBackend
 from radiantforge_addon.client import BackendError, ServiceClient
 from radiantforge_addon.settings import BackendSettings
@@ -119,7 +120,7 @@ try:
         outcome["bad_token"] = str(exc)
 
     def plan():
-        return pipeline.CapturePlan(scene=scene, objects=objects, view_count=8, settings=capture.CaptureSettings(
+        return capture.CapturePlan(scene=scene, objects=objects, view_count=8, settings=capture.CaptureSettings(
             engine="BLENDER_WORKBENCH", resolution=(24, 24), test_every=4, n_points=300))
 
     # Operators, as a script calls them: export a job folder, then train on its dataset through the
@@ -127,7 +128,7 @@ try:
     radiantforge_addon.register()
     settings = scene.radiantforge
     settings.engine, settings.resolution, settings.view_count = "BLENDER_WORKBENCH", 24, 8
-    settings.test_every, settings.point_count, settings.iters, settings.sh_degree = 4, 300, 5, 0
+    settings.test_every, settings.point_count, settings.steps, settings.sh_degree = 4, 300, 5, 0
     settings.jobs_folder = str(tmp / "jobs")
     assert bpy.ops.radiant_forge.export_job(job_dir=str(tmp / "exported")) == {"FINISHED"}
     os.environ["RADIANTFORGE_URL"], os.environ["RADIANTFORGE_TOKEN"] = client.url, client.token
@@ -141,13 +142,13 @@ try:
     radiantforge_addon.unregister()
 
     # Bad input comes back as the service's 4xx answer naming the field.
-    bad = pipeline.job_from_dataset(tmp / "exported" / "data", tmp / "jobs" / "bad", {"iters": 5, "colour": "red"})
-    runner = pipeline.JobRunner(bad, backend=remote).run_blocking()
+    bad = job_folder.job_from_dataset(tmp / "exported" / "data", tmp / "jobs" / "bad", {"steps": 5, "colour": "red"})
+    runner = pipeline.gaussian_job(bad, backend=remote).run_blocking()
     outcome["bad_params"] = {"state": runner.state, "error": runner.error}
 
     # Cancel while the service trains: the job ends "cancelled", on the service as well.
-    runner = pipeline.JobRunner(tmp / "jobs" / "cancelled", capture=plan(), backend=remote,
-                                params=pipeline.gaussian_params(iters=100000, sh_degree=0, progress_every=1))
+    runner = pipeline.gaussian_job(tmp / "jobs" / "cancelled", capture=plan(), backend=remote,
+                                   params=job_folder.gaussian_params(steps=100000, sh_degree=0, progress_every=1))
     seen_training = False
     deadline = time.monotonic() + 120
     while runner.step() and time.monotonic() < deadline:
@@ -161,8 +162,8 @@ try:
 
     # Cancel during the capture: nothing is left behind, the scene's settings are back.
     engine_before = scene.render.engine
-    runner = pipeline.JobRunner(tmp / "jobs" / "cancel-capture", capture=plan(), backend=remote,
-                                params=pipeline.gaussian_params(iters=5))
+    runner = pipeline.gaussian_job(tmp / "jobs" / "cancel-capture", capture=plan(), backend=remote,
+                                   params=job_folder.gaussian_params(steps=5))
     steps = 0
     while runner.step():
         steps += 1

@@ -139,7 +139,7 @@ def test_points_display_makes_one_point_per_splat(tmp_path):
     from radiantforge_addon.importers import gaussians
     bpy.ops.wm.read_factory_settings(use_empty=True)
     obj = gaussians.import_gaussians(PATH, display="AUTO")
-    auto = obj.modifiers[0][gaussians._modifier_input_id(obj.modifiers[0].node_group, gaussians.INPUT_AS_POINTS)]
+    auto = obj.modifiers[0][gaussians.modifier_input_id(obj.modifiers[0].node_group, gaussians.INPUT_AS_POINTS)]
     gaussians.set_splat_display(obj, as_points=True)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     clouds = []
@@ -175,7 +175,7 @@ def test_reader_rejects_files_that_are_not_splats(tmp_path):
     bunny = splat_asset("train-1000.ply").parent.parent / "bunny" / "bun_zipper.ply"
     script = """
     from radiantforge_addon.importers import gaussians
-    from radiantforge_addon.importers.ply_reader import PlyError
+    from radiantforge_addon.io.ply import PlyError
     messages = []
     for path in PATHS:
         try:

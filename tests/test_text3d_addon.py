@@ -45,14 +45,14 @@ bpy.ops.wm.read_factory_settings(use_empty=True)
 scene = bpy.context.scene
 radiantforge_addon.register()
 settings = scene.radiantforge
-settings.text3d_prompt = "a small wooden stool"
-settings.text3d_negative_prompt = "blurry"
-settings.text3d_steps, settings.text3d_seed, settings.text3d_resolution = 3, 4, 12
-settings.text3d_guidance_scale = 7.5
-settings.text3d_latent_iter_ratio, settings.text3d_albedo_probability = 0.0, 0.5
-settings.text3d_textureless_probability, settings.text3d_ambient = 0.25, 0.2
-settings.text3d_entropy_weight, settings.text3d_orientation_weight, settings.text3d_sparsity_weight = 0.01, 0.02, 0.001
-settings.text3d_target_faces, settings.text3d_texture_size = 400, int(sys.argv[3])
+settings.text3d.prompt = "a small wooden stool"
+settings.text3d.negative_prompt = "blurry"
+settings.text3d.steps, settings.text3d.seed, settings.text3d.resolution = 3, 4, 12
+settings.text3d.guidance_scale = 7.5
+settings.text3d.latent_iter_ratio, settings.text3d.albedo_probability = 0.0, 0.5
+settings.text3d.textureless_probability, settings.text3d.ambient = 0.25, 0.2
+settings.text3d.entropy_weight, settings.text3d.orientation_weight, settings.text3d.sparsity_weight = 0.01, 0.02, 0.001
+settings.text3d.target_faces, settings.text3d.texture_size = 400, int(sys.argv[3])
 settings.jobs_folder = str(tmp / "jobs")
 status = bpy.context.window_manager.radiantforge_job
 
@@ -69,11 +69,11 @@ outcome = {}
 os.environ["RADIANTFORGE_PYTHON"] = sys.executable
 os.environ["RADIANTFORGE_ROOT"] = str(tmp / "service")
 try:
-    settings.text3d_prompt, prompt = "  ", settings.text3d_prompt
+    settings.text3d.prompt, prompt = "  ", settings.text3d.prompt
     result, error = run_operator()
     outcome["empty_prompt"] = {"result": result, "error": error, "objects": sorted(o.name for o in bpy.data.objects),
                                "jobs": sorted(p.name for p in (tmp / "jobs").glob("*")) if (tmp / "jobs").exists() else []}
-    settings.text3d_prompt = prompt
+    settings.text3d.prompt = prompt
 
     scene.cursor.location = cursor
     result, error = run_operator(job_dir=str(tmp / "jobs" / "stool"))
@@ -104,7 +104,7 @@ try:
         "preview": status.preview_image.name if status.preview_image else None,
     }
 
-    settings.text3d_model = "nobody/no-such-model"
+    settings.text3d.model = "nobody/no-such-model"
     before = sorted(o.name for o in bpy.data.objects)
     result, error = run_operator(job_dir=str(tmp / "jobs" / "rejected"))
     outcome["rejected"] = {"result": result, "error": error or status.error, "before": before,

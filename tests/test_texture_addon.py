@@ -76,10 +76,10 @@ ico.rotation_euler = (0.3, 0.0, 0.8)
 
 radiantforge_addon.register()
 settings = scene.radiantforge
-settings.texture_prompt = "a red and white beach ball"
-settings.texture_negative_prompt = "blurry"
-settings.texture_guidance_scale = 7.5
-settings.texture_steps, settings.texture_resolution, settings.texture_size, settings.texture_seed = 3, 32, 64, 5
+settings.texture.prompt = "a red and white beach ball"
+settings.texture.negative_prompt = "blurry"
+settings.texture.guidance_scale = 7.5
+settings.texture.steps, settings.texture.resolution, settings.texture.texture_size, settings.texture.seed = 3, 32, 64, 5
 settings.jobs_folder = str(tmp / "jobs")
 status = bpy.context.window_manager.radiantforge_job
 view_layer = bpy.context.view_layer
@@ -134,15 +134,15 @@ os.environ["RADIANTFORGE_PYTHON"] = sys.executable
 os.environ["RADIANTFORGE_ROOT"] = str(tmp / "service")
 try:
     # An empty prompt: refused before anything is made.
-    settings.texture_prompt, prompt = "   ", settings.texture_prompt
+    settings.texture.prompt, prompt = "   ", settings.texture.prompt
     select(ico)
-    settings.texture_target = "COPY"
+    settings.texture.target = "COPY"
     result, error = run_operator()
     outcome["empty_prompt"] = {"result": result, "error": error, "objects": sorted(o.name for o in bpy.data.objects)}
-    settings.texture_prompt = prompt
+    settings.texture.prompt = prompt
 
     select(sphere)
-    settings.texture_target = "SAME"
+    settings.texture.target = "SAME"
     result, error = run_operator(job_dir=str(tmp / "jobs" / "ball"))
     slots, material, pixels = material_report(sphere)
     np.save(tmp / "ball_pixels.npy", pixels)
@@ -159,7 +159,7 @@ try:
     client = connect(BackendSettings.from_environment())
     os.environ["RADIANTFORGE_URL"], os.environ["RADIANTFORGE_TOKEN"] = client.url, client.token
     select(ico)
-    settings.texture_target = "COPY"
+    settings.texture.target = "COPY"
     result, error = run_operator(job_dir=str(tmp / "jobs" / "ico"))
     copy = bpy.data.objects.get("Ico textured")
     slots, material, pixels = material_report(copy)
@@ -173,7 +173,7 @@ try:
                        "copy_uv_layers": copy.data.uv_layers.keys()}
 
     # A job the service rejects (no such model on it): the copy made for it is removed again.
-    settings.texture_model = "nobody/no-such-model"
+    settings.texture.model = "nobody/no-such-model"
     select(ico)
     result, error = run_operator(job_dir=str(tmp / "jobs" / "rejected"))
     outcome["rejected"] = {"result": result, "error": error or status.error,

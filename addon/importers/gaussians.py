@@ -26,7 +26,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from .ply_reader import PlyError, read_ply
+from ..io.ply import PlyError, read_ply
 
 SH_C0 = 0.28209479177387814  # degree-0 real spherical-harmonic constant (3DGS colour encoding)
 
@@ -139,23 +139,31 @@ def add_splat_modifier(obj: bpy.types.Object, *, as_points: bool = False,
     return modifier
 
 
-def _modifier_input_id(group: bpy.types.NodeTree, name: str) -> str:
+def modifier_input_id(group: bpy.types.NodeTree, name: str) -> str:
+    """The identifier of the node group's input ``name``: the key of its value on a modifier (``modifier[id]``)."""
     for item in group.interface.items_tree:
         if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name:
             return item.identifier
     raise KeyError(f"node group {group.name!r} has no input {name!r}")
 
 
+def splat_modifier(obj: bpy.types.Object | None) -> bpy.types.Modifier | None:
+    """The Radiant Forge splat modifier of ``obj`` (None for another object, or None)."""
+    if obj is None:
+        return None
+    return next((m for m in obj.modifiers if m.type == "NODES" and m.node_group
+                 and m.node_group.name.startswith(NODE_GROUP_NAME)), None)
+
+
 def set_splat_display(obj: bpy.types.Object, *, as_points: bool | None = None, splat_size: float | None = None) -> None:
     """Switch an imported splat object between ellipsoids and points, or change the splat size."""
-    modifier = next((m for m in obj.modifiers if m.type == "NODES" and m.node_group
-                     and m.node_group.name.startswith(NODE_GROUP_NAME)), None)
+    modifier = splat_modifier(obj)
     if modifier is None:
         raise ValueError(f"object {obj.name!r} has no Radiant Forge splat modifier; import the PLY with Radiant Forge first")
     if as_points is not None:
-        modifier[_modifier_input_id(modifier.node_group, INPUT_AS_POINTS)] = bool(as_points)
+        modifier[modifier_input_id(modifier.node_group, INPUT_AS_POINTS)] = bool(as_points)
     if splat_size is not None:
-        modifier[_modifier_input_id(modifier.node_group, INPUT_SIZE)] = float(splat_size)
+        modifier[modifier_input_id(modifier.node_group, INPUT_SIZE)] = float(splat_size)
     obj.update_tag()
 
 

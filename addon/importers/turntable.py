@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 from pathlib import Path
 
 import bpy
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
-ANIMATION_SUFFIXES = (".gif",)
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr")
+from ..io.job_folder import RESULT_DIR
+from ..io.media import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, frame_number, numbered_frames
+
 # Folder (relative to the .blend) where imported media are copied.
 MEDIA_FOLDER = "radiantforge"
-_TRAILING_NUMBER = re.compile(r"(\d+)(?=\.[^.]+$)")
 
 
 @dataclasses.dataclass
@@ -34,18 +32,6 @@ class TurntableImport:
     plane: bpy.types.Object | None = None
 
 
-def _frame_number(path: Path) -> int:
-    match = _TRAILING_NUMBER.search(path.name)
-    return int(match.group(1)) if match else -1
-
-
-def numbered_frames(folder: str | os.PathLike) -> list[Path]:
-    """Image files of ``folder`` that end in a frame number, sorted by that number."""
-    folder = Path(folder)
-    frames = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES and _frame_number(p) >= 0]
-    return sorted(frames, key=_frame_number)
-
-
 def load_image_sequence(frames: list[Path], name: str) -> bpy.types.Image:
     """One Image with source SEQUENCE over ``frames`` (numbered files in one folder)."""
     if not frames:
@@ -55,7 +41,7 @@ def load_image_sequence(frames: list[Path], name: str) -> bpy.types.Image:
     image.source = "SEQUENCE"
     # Image datablocks keep no frame count (image users do); keep it for the plane and the UI.
     image["radiantforge_frame_count"] = len(frames)
-    image["radiantforge_first_frame"] = _frame_number(frames[0])
+    image["radiantforge_first_frame"] = frame_number(frames[0])
     return image
 
 
@@ -134,7 +120,7 @@ def import_turntable(*, frames: list[Path] | None = None, video: str | os.PathLi
         movie.name = f"{name} video"
     plane = None
     if create_plane and sequence is not None:
-        plane = _image_plane(sequence, len(frames), _frame_number(frames[0]), name,
+        plane = _image_plane(sequence, len(frames), frame_number(frames[0]), name,
                              collection or bpy.context.scene.collection)
     return TurntableImport(sequence, len(frames or []), video_path, movie, plane)
 
@@ -156,8 +142,8 @@ def import_turntable_folder(folder: str | os.PathLike, **options) -> TurntableIm
     if not frames and video is None:
         raise ValueError(f"{folder}: no turntable here (expected numbered frames such as turntable/frame_0000.png "
                          "or a turntable.mp4)")
-    # A result folder is named "result"; its job folder's name says which job it was.
-    owner = folder.parent if folder.name.startswith("result") else folder
+    # A result folder is named "result" ("result-2" when downloaded again); its job folder's name says which job it was.
+    owner = folder.parent if folder.name.startswith(RESULT_DIR) else folder
     options.setdefault("name", f"{owner.name} turntable" if frame_folder != folder else folder.name)
     return import_turntable(frames=frames or None, video=video, **options)
 

@@ -1,4 +1,4 @@
-"""Operators (thin: the work is done by plain functions in capture, pipeline and importers)."""
+"""Operators (thin: the work is done by plain functions in pipeline, capture, importers and io; job operators share base.JobOperator)."""
 
 from .backend import CLASSES as _BACKEND
 from .importing import CLASSES as _IMPORTING

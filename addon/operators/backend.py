@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import bpy
 
-from .. import backend_process
+from .. import backend_process, session
 from ..client import BackendError, describe_health
-from ..preferences import backend_settings, set_check_report
+from ..preferences import backend_settings
 from ..settings import connect
 
 
@@ -20,6 +22,26 @@ def check_backend(context) -> list[str]:
     return lines
 
 
+def start_local_backend(context) -> list[str]:
+    """Start the local backend (or find it running). Raises BackendError."""
+    client = connect(backend_settings(context))
+    return [f"local backend running at {client.url}"]
+
+
+def report_backend_outcome(operator: bpy.types.Operator, attempt: Callable[[], list[str]]) -> set[str]:
+    """Run ``attempt`` (it returns the lines to show) and report how it went, in the preferences
+    (the session's check report) and the status bar; a BackendError is its one line."""
+    try:
+        lines = attempt()
+    except BackendError as exc:
+        session.set_check_report(False, [str(exc)])
+        operator.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+    session.set_check_report(True, lines)
+    operator.report({"INFO"}, " | ".join(lines))
+    return {"FINISHED"}
+
+
 class RADIANTFORGE_OT_check_backend(bpy.types.Operator):
     """Connect to the backend and report its version, device and models"""
 
@@ -28,15 +50,7 @@ class RADIANTFORGE_OT_check_backend(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        try:
-            lines = check_backend(context)
-        except BackendError as exc:
-            set_check_report(False, [str(exc)])
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        set_check_report(True, lines)
-        self.report({"INFO"}, " | ".join(lines))
-        return {"FINISHED"}
+        return report_backend_outcome(self, lambda: check_backend(context))
 
 
 class RADIANTFORGE_OT_start_backend(bpy.types.Operator):
@@ -47,19 +61,10 @@ class RADIANTFORGE_OT_start_backend(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        settings = backend_settings(context)
-        if settings.mode != "LOCAL":
+        if backend_settings(context).mode != "LOCAL":
             self.report({"WARNING"}, "the backend is set to Remote; nothing to start here")
             return {"CANCELLED"}
-        try:
-            client = connect(settings)
-        except BackendError as exc:
-            set_check_report(False, [str(exc)])
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        set_check_report(True, [f"local backend running at {client.url}"])
-        self.report({"INFO"}, f"local backend running at {client.url}")
-        return {"FINISHED"}
+        return report_backend_outcome(self, lambda: start_local_backend(context))
 
 
 class RADIANTFORGE_OT_stop_backend(bpy.types.Operator):
@@ -70,9 +75,9 @@ class RADIANTFORGE_OT_stop_backend(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context):
-        stopped = backend_process.stop_local_backend()
-        set_check_report(None, ["local backend stopped" if stopped else "no local backend was running"])
-        self.report({"INFO"}, "local backend stopped" if stopped else "no local backend was running")
+        message = "local backend stopped" if backend_process.stop_local_backend() else "no local backend was running"
+        session.set_check_report(None, [message])
+        self.report({"INFO"}, message)
         return {"FINISHED"}
 
 

@@ -8,10 +8,11 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from .. import pipeline
 from ..importers import gaussians as gaussian_importer
 from ..importers import turntable as turntable_importer
-from ..importers.ply_reader import PlyError
+from ..importers.results import ImportOptions, import_result
+from ..io.job_folder import JobError
+from ..io.ply import PlyError
 from ..properties import DISPLAY_ITEMS
 
 
@@ -105,10 +106,10 @@ class RADIANTFORGE_OT_import_result(bpy.types.Operator):
 
     def execute(self, context):
         folder = Path(bpy.path.abspath(self.directory))
-        options = pipeline.ImportOptions(display=self.display, turntable=self.turntable, collection=context.collection)
+        options = ImportOptions(display=self.display, turntable=self.turntable, collection=context.collection)
         try:
-            imported = pipeline.import_result(folder, options)
-        except (pipeline.JobError, PlyError, ValueError, OSError) as exc:
+            imported = import_result(folder, options)
+        except (JobError, PlyError, ValueError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         status = context.window_manager.radiantforge_job

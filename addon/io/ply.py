@@ -1,6 +1,6 @@
-"""A small PLY reader on numpy alone (Blender ships numpy, not plyfile).
+"""PLY files on numpy alone (Blender ships numpy, not plyfile): a reader for any PLY, a point-cloud writer.
 
-Reads every element of a PLY file — binary little-endian, binary big-endian or ASCII — into
+:func:`read_ply` reads every element of a PLY file — binary little-endian, binary big-endian or ASCII — into
 numpy arrays. Elements made only of scalar properties (every Gaussian-splat file, every point
 cloud) are read in one `np.frombuffer` call; elements with list properties (mesh faces) are read
 row by row, which is slow but only needed to step over them.
@@ -8,6 +8,11 @@ row by row, which is slow but only needed to step over them.
     ply = read_ply("point_cloud.ply")
     vertex = ply.elements["vertex"]          # {property name: (N,) array}
     xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1)   # (N, 3)
+
+:func:`write_points_ply` writes the ``points3d.ply`` of a capture.
+
+The backend has its own reader (``radiantforge.data.pointcloud``) that the add-on cannot import:
+it lives with torch in the service's environment, which Blender's Python does not have.
 """
 
 from __future__ import annotations
@@ -220,3 +225,29 @@ def read_ply(path: str | os.PathLike) -> PlyData:
         for element in elements:
             columns[element.name], offset = _read_binary_element(path, buffer, offset, element, byte_order)
     return PlyData(format=file_format, elements=columns, header=elements, comments=comments)
+
+
+def write_points_ply(path: str, xyz: np.ndarray, rgb: np.ndarray) -> None:
+    """Binary little-endian PLY point cloud: x y z float32, red green blue uint8; no faces.
+
+    xyz: (N, 3), rgb: (N, 3) uint8. Written to a temporary name, then renamed.
+    """
+    xyz = np.asarray(xyz)
+    rgb = np.asarray(rgb)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or rgb.shape != xyz.shape:
+        raise ValueError(f"write_points_ply: expected xyz (N, 3) and rgb (N, 3), got {xyz.shape} and {rgb.shape}")
+    record = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    vertices = np.empty(len(xyz), dtype=record)
+    vertices["x"], vertices["y"], vertices["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    vertices["red"], vertices["green"], vertices["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment written by Radiant Forge (Blender capture)\n"
+        f"element vertex {len(xyz)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
+    temporary = f"{path}.partial"
+    with open(temporary, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        handle.write(vertices.tobytes())
+    os.replace(temporary, path)
