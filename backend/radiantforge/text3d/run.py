@@ -42,15 +42,15 @@ from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
 from ..devices import resolve_device
 from ..errors import InputError, RadiantForgeError
 from ..events import EventLog
-from ..guidance import (CameraSamplingConfig, SDSConfig, cameras_from_spherical, sample_cameras, sds_loss)
+from ..guidance import CameraSamplingConfig, SDSConfig, cameras_from_spherical, sample_cameras, sds_loss
+from ..guidance.guided_jobs import make_guidance as shared_make_guidance
+from ..guidance.guided_jobs import resolve_guided_config
 from ..mesh import TriangleMesh
 from ..metrics import psnr
 from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, partial_result, write_json
-from ..guidance.guided_jobs import make_guidance as shared_make_guidance
-from ..guidance.guided_jobs import resolve_guided_config
-from ..runs import RunPlan, default_checkpoint_dir, run_steps
 from ..nerf import (FieldConfig, MeshExtractionConfig, NerfField, OccupancyGrid, RenderConfig, ShadingSchedule,
                     export_textured_mesh, extract_textured_mesh, render, sample_point_lights)
+from ..runs import RunPlan, default_checkpoint_dir, run_steps
 from .conditioning import MeshTarget, OracleConditioner, PromptConditioner, StepViews, Text3DOracle
 from .config import RESUMABLE_FIELDS, Text3DConfig, check_prompt
 from .evaluate import mesh_chamfer, silhouette_iou

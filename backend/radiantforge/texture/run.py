@@ -35,12 +35,13 @@ from ..checkpoints import check_same_config, read_checkpoint, write_checkpoint
 from ..devices import resolve_device
 from ..errors import InputError
 from ..events import EventLog
-from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_from_spherical, sample_cameras, sds_loss, spherical_to_direction)
+from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_from_spherical, sample_cameras, sds_loss,
+                        spherical_to_direction)
+from ..guidance.guided_jobs import make_guidance as shared_make_guidance
+from ..guidance.guided_jobs import resolve_guided_config
 from ..mesh import DirectionalLight, TriangleMesh, rasterize_mesh, render_textured_mesh
 from ..metrics import psnr
 from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, partial_result, write_json
-from ..guidance.guided_jobs import make_guidance as shared_make_guidance
-from ..guidance.guided_jobs import resolve_guided_config
 from ..runs import RunPlan, default_checkpoint_dir, run_steps
 from .conditioning import OracleConditioner, PromptConditioner, TextureOracle
 from .config import RESUMABLE_FIELDS, TextureConfig, check_prompt
