@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 pytest.importorskip("numba", reason="the native rasterizer needs Numba (pip install numba)")
@@ -278,3 +279,39 @@ def test_getting_ready_leaves_the_global_random_state_alone(monkeypatch):
     before = torch.get_rng_state()
     assert native.ensure_ready(torch.float32, required=True)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_render_and_eval_commands_run_native_in_a_fresh_process(tmp_path):
+    """`render` and `eval` render under torch.no_grad(); the kernels' warm-up (which runs a backward
+    pass) once failed there and turned the native rasterizer off for the whole process."""
+    import json
+    import subprocess
+
+    from radiantforge.gaussians.ply import save_gaussian_ply
+    from radiantforge.gaussians.splats import GaussianSplats, rgb_to_sh0
+
+    generator = torch.Generator().manual_seed(3)
+    count = 300
+    splats = GaussianSplats(
+        means=torch.randn(count, 3, generator=generator) * 0.4, scales=torch.full((count, 3), math.log(0.08)),
+        quats=torch.nn.functional.normalize(torch.randn(count, 4, generator=generator), dim=-1),
+        opacities=torch.full((count,), 1.0), sh0=rgb_to_sh0(torch.rand(count, 1, 3, generator=generator)),
+        shN=torch.zeros(count, 0, 3))
+    ply = tmp_path / "splats.ply"
+    save_gaussian_ply(ply, splats)
+    frames = {}
+    for backend in ("native", "torch"):
+        out = tmp_path / backend
+        completed = subprocess.run(
+            [sys.executable, "-W", "error::RuntimeWarning", "-m", "radiantforge", "render", str(ply), "--out", str(out),
+             "--orbit", "2", "--size", "32x24", "--device", "cpu", "--rasterizer", backend],
+            capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        written = json.loads(completed.stdout)
+        frames[backend] = sorted(Path(written["frames"]).glob("*.png"))
+    from PIL import Image
+
+    assert len(frames["native"]) == len(frames["torch"]) == 2
+    for native_frame, torch_frame in zip(frames["native"], frames["torch"]):
+        difference = np.abs(np.asarray(Image.open(native_frame), np.int16) - np.asarray(Image.open(torch_frame), np.int16))
+        assert difference.max() <= 1, "the two backends must render the same frames (8-bit rounding aside)"

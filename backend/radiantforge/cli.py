@@ -55,6 +55,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="R,G,B in [0,1]: compositing colour for RGBA inputs and render background (default 1,1,1)")
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to train (default auto)")
+    _add_rasterizer_argument(parser)
+
+
+def _add_rasterizer_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rasterizer", choices=RASTERIZER_CHOICES, dest="rasterize_backend",
                         help="Gaussian rasterizer: auto (native Numba kernels on the CPU, gsplat on CUDA, PyTorch on "
                              "Apple GPUs), native, torch (pure PyTorch) or gsplat (default auto)")
@@ -186,7 +190,8 @@ def cmd_eval(args) -> int:
     from .gaussians.train import evaluate_ply
 
     metrics = evaluate_ply(args.ply, args.data, out_dir=args.out, split=args.split,
-                           background=args.background or (1.0, 1.0, 1.0), device=args.device)
+                           background=args.background or (1.0, 1.0, 1.0), device=args.device,
+                           backend=args.rasterize_backend or "auto")
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -199,7 +204,8 @@ def cmd_render(args) -> int:
     width, height = args.size
     files = render_turntable(splats, args.out, n_frames=args.orbit, width=width, height=height,
                              elevation_deg=args.elevation, background=args.background or (1.0, 1.0, 1.0),
-                             depth=args.depth, fps=args.fps, device=args.device)
+                             depth=args.depth, fps=args.fps, device=args.device,
+                             backend=args.rasterize_backend or "auto")
     print(json.dumps(files, indent=2))
     return 0
 
@@ -300,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for renders beside ground truth and metrics.json")
     p.add_argument("--background", type=_parse_colour)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    _add_rasterizer_argument(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("render", help="render a splat PLY as a turntable (PNG frames, GIF, MP4)")
@@ -312,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", action="store_true", help="also write a depth turntable")
     p.add_argument("--background", type=_parse_colour)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    _add_rasterizer_argument(p)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("run", help="run a job folder, or continue one that stopped (this is what the service's workers run)")

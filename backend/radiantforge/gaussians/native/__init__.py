@@ -98,8 +98,15 @@ def _warm_up(dtype: torch.dtype) -> None:
     """Compile (or load from the cache) every kernel for ``dtype`` on a tiny problem, forward and backward.
 
     Done once per dtype and process, so that a compile failure shows up here, where the caller can
-    still fall back, rather than inside autograd's backward pass.
+    still fall back, rather than inside autograd's backward pass. Gradients are switched on for it:
+    the first call may come from inside ``torch.no_grad()`` (``render``, ``eval``), and without them
+    the backward half would fail and turn the native kernels off for the whole process.
     """
+    with torch.enable_grad():
+        _warm_up_with_gradients(dtype)
+
+
+def _warm_up_with_gradients(dtype: torch.dtype) -> None:
     from ..rasterizers import RasterInputs
     from .rasterizer import rasterize_native
 
