@@ -6,6 +6,8 @@ Usage::
     python scripts/bench_train.py --default-scene [--views 60 --resolution 128]
     python scripts/bench_train.py --default-scene --compare-backends native,torch   # same run, both rasterizers
     python scripts/bench_train.py --issue6 [--threads 2]   # the native-rasterizer training benchmark
+    python scripts/bench_train.py DATA_DIR --steps 2000 --profile   # where a step's time goes, as a table
+    python scripts/bench_train.py DATA_DIR --set refine_every=10 --set reset_every=200   # any config field
 
 ``--default-scene`` first renders the add-on's built-in scene with Blender in a subprocess
 (``python -m radiantforge_addon.headless capture --default-scene ...``), then trains on it.
@@ -73,12 +75,13 @@ def train_once(data: Path, work: Path, args, backend: str) -> dict:
 
     from radiantforge.events import EventLog
     from radiantforge.gaussians.train import GaussianTrainConfig, train_gaussians
+    from radiantforge.profiling import StepProfile
 
     if args.threads:
         torch.set_num_threads(args.threads)
     config = GaussianTrainConfig(steps=args.steps, eval_every=args.eval_every, max_gaussians=args.max_gaussians,
                                  sh_degree=args.sh_degree, device=args.device, seed=args.seed, downscale=args.downscale,
-                                 checkpoint_every=0, rasterize_backend=backend)
+                                 checkpoint_every=0, rasterize_backend=backend, **config_settings(args.set))
     if backend == "native" or (backend == "auto" and args.device in ("cpu", "auto")):
         from radiantforge.gaussians import native
 
@@ -88,9 +91,13 @@ def train_once(data: Path, work: Path, args, backend: str) -> dict:
     out_dir = work / f"result_{backend}_{time.strftime('%Y%m%d_%H%M%S')}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, rasterizer {backend}; "
           f"{args.steps} steps, eval every {args.eval_every}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    profile = StepProfile(synchronize=args.device.startswith("cuda")) if args.profile else None
     started, cpu_started = time.perf_counter(), time.process_time()
-    result = train_gaussians(data, out_dir, config=config, events=EventLog(work / f"events_{backend}.jsonl", echo=True))
+    result = train_gaussians(data, out_dir, config=config, events=EventLog(work / f"events_{backend}.jsonl", echo=True),
+                             profile=profile)
     metrics = result.metrics
+    if profile is not None:
+        print_profile(profile, result.elapsed, result.n_gaussians, data)
     return {
         "backend": backend, "out_dir": str(result.out_dir), "psnr": metrics["psnr"], "ssim": metrics["ssim"],
         "lpips": metrics["lpips"], "lpips_status": metrics["lpips_status"], "n_views": metrics["n_views"],
@@ -98,6 +105,34 @@ def train_once(data: Path, work: Path, args, backend: str) -> dict:
         "cpu_seconds": time.process_time() - cpu_started, "init_source": result.init_source, "history": result.history,
         "threads": torch.get_num_threads(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def config_settings(settings: list[str]) -> dict:
+    """``--set name=value`` pairs as GaussianTrainConfig fields (values parsed as JSON where they parse)."""
+    fields = {}
+    for item in settings or []:
+        name, _, value = item.partition("=")
+        try:
+            fields[name] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[name] = value
+    return fields
+
+
+def print_profile(profile, train_seconds: float, n_gaussians: int, data) -> None:
+    """The step profile as a table, and the step's cost against the rasterizer's forward + backward."""
+    rows = profile.per_step()
+    loop_ms = max(0.0, 1000.0 * train_seconds / max(profile.steps, 1) - 1000.0 * profile.total / max(profile.steps, 1))
+    rows["loop: progress, previews"] = loop_ms
+    step_ms = sum(rows.values())
+    print(f"\nstep profile: {profile.steps} steps, {step_ms:.2f} ms per step of training time, {n_gaussians} Gaussians at "
+          f"the end, data {data}; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'section':<26} {'ms/step':>9} {'share':>7}")
+    for name, ms in sorted(rows.items(), key=lambda item: -item[1]):
+        print(f"{name:<26} {ms:>9.3f} {ms / max(step_ms, 1e-12):>6.1%}")
+    raster_ms = rows.get("rasterizer forward", 0.0) + rows.get("rasterizer backward", 0.0)
+    if raster_ms > 0:
+        print(f"step cost / rasterizer forward+backward: {step_ms / raster_ms:.2f} (target <= 1.5)")
 
 
 def print_run(run: dict) -> None:
@@ -126,7 +161,8 @@ def run_in_subprocess(data: Path, work: Path, args, backend: str) -> dict:
     command = [sys.executable, __file__, str(data), "--out", str(work), "--worker-backend", backend,
                "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--max-gaussians", str(args.max_gaussians),
                "--sh-degree", str(args.sh_degree), "--device", args.device, "--seed", str(args.seed),
-               "--downscale", str(args.downscale), "--threads", str(args.threads)]  # fmt: skip
+               "--downscale", str(args.downscale), "--threads", str(args.threads),
+               *(["--profile"] if args.profile else []), *[f"--set={item}" for item in args.set or []]]  # fmt: skip
     summary_path = work / f"summary_{backend}.json"
     command += ["--summary", str(summary_path)]
     completed = subprocess.run(command)
@@ -182,6 +218,11 @@ def main() -> None:
     parser.add_argument("--compare-backends", default=None,
                         help="comma-separated backends to train with in turn (each in its own process), e.g. native,torch")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (the native kernels follow it); 0 = torch's default")
+    parser.add_argument("--profile", action="store_true",
+                        help="time each part of a training step (rasterizer forward/backward, loss and SSIM, optimizer, "
+                             "densification, other) and print a table per step")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                        help="a GaussianTrainConfig field, e.g. --set refine_every=10 --set strategy=mcmc (repeatable)")
     parser.add_argument("--worker-backend", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--summary", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

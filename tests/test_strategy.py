@@ -1,4 +1,4 @@
-"""Densification: gsplat's DefaultStrategy with the opacity reset fixed, the cap and the scaled schedule.
+"""Densification: gsplat's DefaultStrategy with the opacity reset fixed, the cap and the run-length schedule.
 
 These tests drive the strategy with hand-made view-space gradients (no renderer), so each rule
 is checked on Gaussians whose fate is known in advance.
@@ -65,17 +65,27 @@ def take_adam_step(params, optimizers):
         opt.zero_grad(set_to_none=True)
 
 
-def test_scaled_schedule_keeps_the_reference_at_30k_and_shrinks_for_short_runs():
-    reference = strategy.scaled_refine_schedule(30_000)
-    assert (reference.refine_start_iter, reference.refine_stop_iter, reference.refine_every, reference.reset_every) == (
-        500, 15_000, 100, 3_000)
-    assert strategy.scaled_refine_schedule(60_000) == reference
-    short = strategy.scaled_refine_schedule(3_000)
-    assert (short.refine_start_iter, short.refine_stop_iter, short.refine_every, short.reset_every) == (50, 1500, 10, 300)
-    tiny = strategy.scaled_refine_schedule(200)
+def schedule_tuple(schedule) -> tuple[int, int, int, int]:
+    return (schedule.refine_start_iter, schedule.refine_stop_iter, schedule.refine_every, schedule.reset_every)
+
+
+def test_schedule_is_the_reference_from_30k_and_keeps_its_100_step_cadence_in_short_runs():
+    reference = strategy.refine_schedule(30_000)
+    assert schedule_tuple(reference) == (500, 15_000, 100, 3_000)
+    assert strategy.refine_schedule(60_000) == reference
+    # Short runs: refine every 100 steps from 10% to 75% of the run, one opacity reset halfway.
+    assert schedule_tuple(strategy.refine_schedule(2_000)) == (200, 1500, 100, 1000)
+    assert schedule_tuple(strategy.refine_schedule(7_000)) == (500, 5250, 100, 3000)
+    for iters in (1, 5, 50, 200, 999, 1000, 1500, 4000, 20_000):
+        s = strategy.refine_schedule(iters)
+        assert 1 <= s.refine_start_iter < s.refine_stop_iter, iters
+        assert s.refine_stop_iter <= max(iters, 2), iters
+        assert s.refine_every >= strategy.MIN_REFINE_EVERY, iters
+        # A reset leaves room for refinements after it to regrow what it removed.
+        assert s.reset_every >= strategy.MIN_REFINEMENTS_AFTER_RESET * s.refine_every, iters
+    tiny = strategy.refine_schedule(200)
     assert tiny.refine_every == strategy.MIN_REFINE_EVERY
-    assert tiny.refine_start_iter < tiny.refine_stop_iter <= 200
-    assert tiny.reset_every >= 3 * tiny.refine_every
+    assert (tiny.refine_stop_iter - tiny.refine_start_iter) // tiny.refine_every >= 10
 
 
 def test_opacity_reset_fires_on_schedule_and_clears_adam_state():
@@ -167,9 +177,11 @@ def test_prune_removes_transparent_gaussians():
     assert torch.equal(params["means"].detach(), kept_means)
 
 
-def test_make_strategy_uses_the_scaled_schedule_and_rejects_unknown_names():
+def test_make_strategy_uses_the_schedule_takes_overrides_and_rejects_unknown_names():
     s = strategy.make_strategy("default", 3_000, max_gaussians=1000, grow_grad2d=0.0004)
-    assert (s.refine_every, s.reset_every, s.max_gaussians, s.grow_grad2d) == (10, 300, 1000, 0.0004)
+    assert (s.refine_every, s.reset_every, s.max_gaussians, s.grow_grad2d) == (100, 1500, 1000, 0.0004)
+    s = strategy.make_strategy("default", 3_000, max_gaussians=None, refine_every=50, reset_every=600)
+    assert (s.refine_start_iter, s.refine_every, s.reset_every) == (300, 50, 600)
     with pytest.raises(ValueError, match="unknown densification strategy"):
         strategy.make_strategy("nope", 100, max_gaussians=None)
 
@@ -251,7 +263,8 @@ def test_mcmc_noise_moves_transparent_gaussians_not_opaque_ones():
     assert moved[0] < 1e-6 < moved[1]
 
 
-def test_make_strategy_mcmc_scales_its_schedule_and_takes_the_cap():
+def test_make_strategy_mcmc_has_its_schedule_and_takes_the_cap():
     s = strategy.make_strategy("mcmc", 3_000, max_gaussians=777)
     assert isinstance(s, strategy.TorchMCMCStrategy)
-    assert (s.cap_max, s.refine_start_iter, s.refine_stop_iter, s.refine_every) == (777, 50, 2500, 10)
+    assert (s.cap_max, s.refine_start_iter, s.refine_stop_iter, s.refine_every) == (777, 300, 2500, 100)
+    assert strategy.make_strategy("mcmc", 30_000, max_gaussians=None).refine_stop_iter == 25_000

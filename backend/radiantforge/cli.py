@@ -50,6 +50,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="optimisation steps (default: the config's; --iters is the old name)")
     parser.add_argument("--sh-degree", type=int, choices=range(4), help="maximum SH degree (default 3)")
     parser.add_argument("--max-gaussians", type=_positive_int, help="cap on the number of Gaussians")
+    parser.add_argument("--time-budget", metavar="DURATION",
+                        help="how long the whole job may take, e.g. 90s, 5m or 1h30m: the job measures a step on this "
+                             "machine and chooses the steps, Gaussian cap (at most --max-gaussians) and resolution "
+                             "itself; the result says what it chose")
+    parser.add_argument("--strategy", choices=("default", "mcmc"),
+                        help="densification: default (3DGS's adaptive density control) or mcmc (3DGS as MCMC)")
     parser.add_argument("--downscale", type=float, help="image downscale factor, e.g. 2 for half size")
     parser.add_argument("--background", type=_parse_colour,
                         help="R,G,B in [0,1]: compositing colour for RGBA inputs and render background (default 1,1,1)")
@@ -65,7 +71,8 @@ def _add_rasterizer_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_overrides(args) -> dict:
-    names = ("steps", "sh_degree", "max_gaussians", "downscale", "background", "seed", "device", "rasterize_backend")
+    names = ("steps", "sh_degree", "max_gaussians", "downscale", "background", "seed", "device", "rasterize_backend",
+             "time_budget", "strategy")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

@@ -11,7 +11,8 @@ progress events and previews hold; :func:`run_steps` owns the rest, the same way
   and ``eta``; ``elapsed`` counts training time over all sessions of the run, without the time the
   job spends on diagnostics (it runs those under :meth:`RunClock.excluded`);
 - a "preview" event every ``preview_every`` steps and at the last step, the image written through
-  :func:`~radiantforge.result_folders.write_preview` into ``preview_dir``.
+  :func:`~radiantforge.result_folders.write_preview` into ``preview_dir``;
+- a ``deadline`` (a time budget's): the first step that ends after it is the last, with an info event.
 
 The result folder is the job's, written through :func:`~radiantforge.result_folders.partial_result`.
 """
@@ -54,6 +55,7 @@ class RunPlan:
     preview_dir: Path | None
     events: EventLog
     should_stop: Callable[[], bool | str | None] | None = None
+    deadline: float | None = None  # time.perf_counter() after which no step starts (None: none)
 
 
 class RunClock:
@@ -131,9 +133,13 @@ def run_steps(
 
         done = state.step
         state.elapsed = clock.elapsed()
+        out_of_time = plan.deadline is not None and done < plan.total and time.perf_counter() >= plan.deadline
+        if out_of_time:
+            events.emit("info", message=f"the time budget ends {plan.label} at step {done} of {plan.total}",
+                        step=done, total=plan.total, stopped_by="time_budget")
         if plan.checkpoint_every and done % plan.checkpoint_every == 0 and done < plan.total:
             plan.save_checkpoint(plan.checkpoint_path)
-        last = done == plan.total
+        last = done == plan.total or out_of_time
         if done % plan.progress_every == 0 or last or (progress_also_at is not None and progress_also_at(done)):
             fields = progress_fields(done, outcome, clock)
             events.emit("progress", **{"step": done, "total": plan.total, **fields,
@@ -141,4 +147,6 @@ def run_steps(
         if plan.preview_dir is not None and preview_image is not None and (done % plan.preview_every == 0 or last):
             path = write_preview(plan.preview_dir, preview_image(done))
             events.emit("preview", step=done, path=str(path))
+        if out_of_time:
+            break
     plan.save_checkpoint(plan.checkpoint_path)

@@ -9,6 +9,7 @@ from ..config_checks import (MAX_GAUSSIAN_STEPS, MAX_SEED, MAX_TURNTABLE_FRAMES,
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError, quoted
 from . import model
+from .budget import parse_duration
 from .rasterizers import RASTERIZER_CHOICES
 
 STRATEGIES = ("default", "mcmc")
@@ -20,6 +21,9 @@ STRATEGY_DEFAULTS = {
     "mcmc": {"init_opacity": 0.5, "init_scale": 0.1, "opacity_reg": 0.01, "scale_reg": 0.01},
 }
 LPIPS_NETS = ("alex", "vgg")
+# Config field -> the strategy field it sets (None in the config: the schedule for the run's steps).
+SCHEDULE_FIELDS = {"refine_start": "refine_start_iter", "refine_stop": "refine_stop_iter",
+                   "refine_every": "refine_every", "reset_every": "reset_every"}
 # Progress events per run when ``progress_every`` is left to choose itself.
 DEFAULT_PROGRESS_EVENTS = 100
 # Config fields a resumed run may change: none of them alters the optimisation.
@@ -45,7 +49,10 @@ class GaussianTrainConfig:
     SH degree (0-3), reached by raising the active degree every ``sh_degree_interval`` steps. max_gaussians: cap on the count (None: no cap).
     downscale / background: how the dataset is loaded when training from a path; background is
     also the render background. ssim_lambda: λ of the loss. strategy: densification ("default").
-    grow_grad2d / prune_opa: DefaultStrategy thresholds (prune_opa is MCMC's min_opacity too). checkpoint_every: steps between
+    grow_grad2d / prune_opa: DefaultStrategy thresholds (prune_opa is MCMC's min_opacity too).
+    refine_start / refine_stop / refine_every / reset_every: the densification schedule (None: the
+    schedule for the run's steps, ``strategy.refine_schedule``; reset_every is the default
+    strategy's only). checkpoint_every: steps between
     checkpoints (0: only on cancel and at the end). progress_every: steps between progress events
     (None: about 100 per run). eval_every: steps between test-split evaluations during training
     (0: only at the end). seed: every random choice. device: auto | cpu | cuda | mps.
@@ -56,6 +63,9 @@ class GaussianTrainConfig:
     truth. lpips_net: LPIPS backbone (alex | vgg). rasterize_backend: passed to ``rasterize``.
     turntable_frames: frames of the orbit turntable written with the result (GIF, MP4, PNG frames;
     0: none). turntable_size: its square size in pixels (None: the training images' larger side, at least 128).
+    time_budget: seconds the whole job may take ("90s", "5m" and "1h30m" are read too); the job then
+    measures a step here and chooses ``steps``, ``max_gaussians`` (at most the one given) and
+    ``downscale`` itself (:mod:`.budget`), and stops at the deadline in any case.
     """
 
     steps: int = 7000
@@ -68,6 +78,10 @@ class GaussianTrainConfig:
     strategy: str = "default"
     grow_grad2d: float = 0.0002
     prune_opa: float = 0.005
+    refine_start: int | None = None
+    refine_stop: int | None = None
+    refine_every: int | None = None
+    reset_every: int | None = None
     checkpoint_every: int = 1000
     progress_every: int | None = None
     preview_every: int | None = None
@@ -84,6 +98,7 @@ class GaussianTrainConfig:
     rasterize_backend: str = "auto"
     turntable_frames: int = 48
     turntable_size: int | None = None
+    time_budget: float | None = None
 
     def __post_init__(self):
         check_integer(self, "steps", minimum=1, maximum=MAX_GAUSSIAN_STEPS)
@@ -97,6 +112,11 @@ class GaussianTrainConfig:
         check_choice(self, "strategy", STRATEGIES)
         check_number(self, "grow_grad2d", low=0.0, low_open=True)
         check_number(self, "prune_opa", low=0.0, high=1.0, low_open=True, high_open=True)
+        for name in SCHEDULE_FIELDS:
+            if getattr(self, name) is not None:
+                check_integer(self, name, minimum=0 if name == "refine_start" else 1)
+        if self.strategy == "mcmc" and self.reset_every is not None:
+            raise InputError("the mcmc strategy has no opacity reset; leave reset_every unset", field="reset_every")
         check_integer(self, "checkpoint_every", minimum=0)
         if self.progress_every is not None:
             check_integer(self, "progress_every", minimum=1)
@@ -121,6 +141,12 @@ class GaussianTrainConfig:
             raise InputError(f"expected true or false, got {quoted(self.test_renders)}", field="test_renders")
         check_choice(self, "lpips_net", LPIPS_NETS)
         check_choice(self, "rasterize_backend", RASTERIZER_CHOICES)
+        if self.time_budget is not None:
+            self.time_budget = parse_duration(self.time_budget)
+
+    def schedule_overrides(self) -> dict[str, int]:
+        """The strategy fields this config sets explicitly (refine_start_iter, ...)."""
+        return {field: getattr(self, name) for name, field in SCHEDULE_FIELDS.items() if getattr(self, name) is not None}
 
     def resolved(self, name: str) -> float:
         """init_opacity, init_scale, opacity_reg or scale_reg: the set value or the strategy's default."""

@@ -11,8 +11,8 @@ What this module adds:
   always false, so its reset never fires);
 - ``max_gaussians``: when growing would exceed the cap, only the Gaussians with the largest
   view-space gradients grow, so the count never passes it;
-- :func:`scaled_refine_schedule`: the 30k-step schedule of 3DGS shrunk to the run's length, so
-  short CPU runs still densify, prune and reset.
+- :func:`refine_schedule`: the 30k-step schedule of 3DGS for long runs, and for short CPU runs
+  the same 100-step cadence over a shorter window with one opacity reset.
 """
 
 from __future__ import annotations
@@ -32,8 +32,19 @@ REFERENCE_REFINE_START = 500
 REFERENCE_REFINE_STOP = 15_000
 REFERENCE_REFINE_EVERY = 100
 REFERENCE_RESET_EVERY = 3_000
-# Below this many steps between refinements the accumulated gradient statistics get too noisy.
+# Short runs keep refining every 100 steps: the view-space gradient statistics a refinement reads
+# average over the views seen since the last one, and over 10 steps (what shrinking the schedule
+# with the run gave) they are too noisy to pick the right Gaussians to grow (measured: see
+# scripts/bench_train.py --schedules and the README). Only runs too short for a handful of
+# 100-step refinements refine more often, down to every 10 steps.
 MIN_REFINE_EVERY = 10
+SHORT_RUN_REFINEMENTS = 10
+# Refinement starts after this fraction of a short run (3DGS: 500 of 30k) and stops after
+# REFINE_STOP_FRACTION of it (3DGS: 15k of 30k), leaving the last quarter to settle.
+REFINE_START_FRACTION = 0.1
+REFINE_STOP_FRACTION = 0.75
+# A short run resets opacity once, halfway; 5 refinements at least must follow to regrow what it removed.
+MIN_REFINEMENTS_AFTER_RESET = 5
 # Opacities are reset to this multiple of the pruning threshold (gsplat's value).
 RESET_OPACITY_FACTOR = 2.0
 
@@ -46,20 +57,23 @@ class RefineSchedule:
     reset_every: int
 
 
-def scaled_refine_schedule(iters: int, reference_iters: int = REFERENCE_ITERS) -> RefineSchedule:
-    """The 3DGS schedule (start 500, stop 15k, every 100, reset every 3k of 30k) scaled to ``iters``.
+def refine_schedule(iters: int) -> RefineSchedule:
+    """The densification schedule of a run of ``iters`` steps.
 
-    Runs at least as long as the reference keep the reference numbers (as 3DGS does).
+    From 30k steps on, the 3DGS reference: refine every 100 steps from step 500 to 15k, reset
+    opacities every 3k. Shorter runs keep the 100-step cadence (fewer refinements, each with
+    statistics over 100 views) between 10% and 75% of the run, and reset once, halfway:
+    2000 steps refine from 200 to 1500 and reset at 1000; 7000 steps refine from 500 to 5250 and
+    reset at 3000. Runs shorter than 10 refinements of 100 steps refine ``iters // 20``-ly.
     """
-    factor = min(1.0, iters / reference_iters)
-    refine_every = max(MIN_REFINE_EVERY, round(REFERENCE_REFINE_EVERY * factor))
-    return RefineSchedule(
-        refine_start_iter=max(1, round(REFERENCE_REFINE_START * factor)),
-        refine_stop_iter=max(1, round(REFERENCE_REFINE_STOP * factor)),
-        refine_every=refine_every,
-        # A reset must leave several refinements between resets to re-grow what it removed.
-        reset_every=max(3 * refine_every, round(REFERENCE_RESET_EVERY * factor)),
-    )
+    refine_every = REFERENCE_REFINE_EVERY
+    if iters < SHORT_RUN_REFINEMENTS * REFERENCE_REFINE_EVERY:
+        refine_every = max(MIN_REFINE_EVERY, iters // (2 * SHORT_RUN_REFINEMENTS))
+    start = max(1, min(REFERENCE_REFINE_START, round(iters * REFINE_START_FRACTION)))
+    stop = max(start + 1, min(REFERENCE_REFINE_STOP, round(iters * REFINE_STOP_FRACTION)))
+    reset_every = min(REFERENCE_RESET_EVERY, max(MIN_REFINEMENTS_AFTER_RESET * refine_every, iters // 2))
+    return RefineSchedule(refine_start_iter=start, refine_stop_iter=stop, refine_every=refine_every,
+                          reset_every=reset_every)
 
 
 @dataclass
@@ -158,10 +172,10 @@ def make_strategy(name: str, iters: int, *, max_gaussians: int | None, **options
     ``options`` override the strategy's fields (grow_grad2d, prune_opa, refine_every, ...).
     """
     if name == "default":
-        fields = {**scaled_refine_schedule(iters).__dict__, **options}
+        fields = {**refine_schedule(iters).__dict__, **options}
         return CappedDefaultStrategy(max_gaussians=max_gaussians, **fields)
     if name == "mcmc":
-        fields = {**scaled_mcmc_schedule(iters), **options}
+        fields = {**mcmc_schedule(iters), **options}
         if max_gaussians is not None:
             fields["cap_max"] = max_gaussians
         return TorchMCMCStrategy(**fields)
@@ -319,10 +333,15 @@ class TorchMCMCStrategy(Strategy):
         params["means"].add_(torch.einsum("nij,nj->ni", covariance, noise))
 
 
-def scaled_mcmc_schedule(iters: int, reference_iters: int = REFERENCE_ITERS) -> dict[str, int]:
-    factor = min(1.0, iters / reference_iters)
+def mcmc_schedule(iters: int) -> dict[str, int]:
+    """MCMC's refinement window for a run of ``iters`` steps: gsplat's 500 to 25k every 100 of 30k,
+    and for short runs the same 100-step cadence (as :func:`refine_schedule`, for the same reason)
+    from 10% of the run to 5/6 of it. Each refinement grows the count by 5% up to ``cap_max``."""
+    schedule = refine_schedule(iters)
+    stop_fraction = MCMC_REFERENCE_REFINE_STOP / REFERENCE_ITERS
     return {
-        "refine_start_iter": max(1, round(REFERENCE_REFINE_START * factor)),
-        "refine_stop_iter": max(2, round(MCMC_REFERENCE_REFINE_STOP * factor)),
-        "refine_every": max(MIN_REFINE_EVERY, round(REFERENCE_REFINE_EVERY * factor)),
+        "refine_start_iter": schedule.refine_start_iter,
+        "refine_stop_iter": max(schedule.refine_start_iter + 1,
+                                min(MCMC_REFERENCE_REFINE_STOP, round(iters * stop_fraction))),
+        "refine_every": schedule.refine_every,
     }

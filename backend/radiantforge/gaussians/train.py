@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -40,9 +41,12 @@ from ..devices import resolve_device
 from ..errors import InputError
 from ..events import EventLog
 from ..metrics import psnr, ssim
+from ..profiling import NO_PROFILE, StepProfile, NoProfile
 from ..result_folders import RESULT_FILE, check_out_dir, partial_result, write_json
 from ..runs import RunClock, RunPlan, default_checkpoint_dir, run_steps
 from . import model
+from . import budget
+from .budget import BudgetPlan
 from .config import RESUMABLE_FIELDS, GaussianTrainConfig
 from .evaluation import METRICS_FILE, TEST_RENDERS_DIR, evaluate_ply, evaluate_splats
 from .rasterizers import Rasterizer, prepare_rasterizer
@@ -88,6 +92,7 @@ class _TrainState:
     init_source: str
     elapsed: float = 0.0  # wall seconds of training so far, over all sessions
     history: list[dict[str, Any]] = field(default_factory=list)
+    budget_plan: BudgetPlan | None = None  # what a time budget chose (None: no budget)
 
 
 def checkpoint_path(checkpoint_dir: str | Path) -> Path:
@@ -122,6 +127,7 @@ def save_checkpoint(path: Path, state: _TrainState, config: GaussianTrainConfig,
         "init_source": state.init_source,
         "elapsed": state.elapsed,
         "history": state.history,
+        "budget_plan": state.budget_plan.as_dict() if state.budget_plan is not None else None,
     }
     write_checkpoint(path, payload, total=config.steps)
 
@@ -140,11 +146,87 @@ def _load_checkpoint(path: Path, config: GaussianTrainConfig, device: torch.devi
                        payload["init_source"], payload["elapsed"], list(payload.get("history", [])))
 
 
+def _saved_budget_plan(path: Path) -> BudgetPlan:
+    """The time-budget plan a checkpoint's run started with."""
+    payload = read_checkpoint(path, kind="Gaussian training", version=CHECKPOINT_FORMAT)
+    saved = payload.get("budget_plan")
+    if not isinstance(saved, dict):
+        raise InputError("the checkpoint's run had no time budget; resume without time_budget (and with its steps)",
+                         file=path, field="time_budget")
+    return BudgetPlan(**{**saved, "image_size": tuple(saved["image_size"])})
+
+
+def _plan_time_budget(data, dataset, config: GaussianTrainConfig, device: torch.device, rasterizer: Rasterizer,
+                      job_started: float, events: EventLog):
+    """Measure a step here and choose steps, cap and resolution for ``config.time_budget``.
+
+    Returns the planned config, the dataset (reloaded when the plan halves the images) and the plan.
+    """
+    largest_cap = config.max_gaussians or budget.CAP_CANDIDATES[0]
+    renders_after = (len(dataset.test) if getattr(dataset, "test", None) is not None else len(dataset.train)) \
+        + config.turntable_frames
+    downscale = config.downscale
+    for halvings in range(budget.MAX_BUDGET_HALVINGS + 1):
+        cost = _measure_step_cost(dataset, config, device, rasterizer)
+        plan = budget.plan_from_cost(cost, config.time_budget, time.perf_counter() - job_started, largest_cap,
+                                     downscale, (dataset.train.cameras.width, dataset.train.cameras.height),
+                                     renders_after)
+        can_halve = isinstance(data, (str, Path)) and halvings < budget.MAX_BUDGET_HALVINGS and \
+            min(dataset.train.cameras.width, dataset.train.cameras.height) >= 2 * budget.MIN_BUDGET_IMAGE_SIZE
+        if plan.steps >= budget.MIN_FULL_RESOLUTION_STEPS or not can_halve:
+            break
+        downscale *= 2.0
+        events.emit("info", message=f"time budget: {plan.steps} steps at {plan.image_size[0]}x{plan.image_size[1]} "
+                                    f"are too few; halving the images")
+        dataset = _load_dataset(data, dataclasses.replace(config, downscale=downscale))
+    budget.check_plan(plan)
+    events.emit("info", message=plan.describe(), budget=plan.as_dict())
+    planned = dataclasses.replace(config, steps=plan.steps, max_gaussians=plan.max_gaussians, downscale=plan.downscale)
+    return planned, dataset, plan
+
+
+def _measure_step_cost(dataset, config: GaussianTrainConfig, device: torch.device,
+                       rasterizer: Rasterizer) -> budget.StepCost:
+    """Time real training steps (render, loss, backward, Adam) on throwaway copies of the initial Gaussians."""
+    splats, _ = init_gaussians(dataset, config)
+    base = model.make_parameters(splats, device)
+    _, radius = dataset.scene_extent()
+    train = dataset.train
+    images = torch.as_tensor(train.images[:1], dtype=torch.float32).to(device)
+    viewmat = train.cameras[0].world_to_camera_cv().to(device)
+    K = train.cameras.intrinsics[:1].to(device)
+    background = torch.as_tensor(dataset.background, dtype=torch.float32).to(device)
+    width, height = train.cameras.width, train.cameras.height
+
+    def make_params(copies: int):
+        generator = torch.Generator().manual_seed(copies)
+        tensors = {name: torch.cat([p.detach()] * copies) for name, p in base.items()}
+        if copies > 1:  # the copies sit beside their originals, as densification places them
+            jitter = torch.randn(tensors["means"].shape, generator=generator) * 0.01 * float(radius) / 100
+            tensors["means"] = tensors["means"] + jitter.to(device)
+        params = torch.nn.ParameterDict({name: torch.nn.Parameter(t) for name, t in tensors.items()})
+        return params, model.make_optimizers(params, float(radius))
+
+    def render(params):
+        return _render(params, viewmat, K, width, height, config.sh_degree, background, rasterizer)
+
+    def step(params, optimizers):
+        rgb, *_ = render(params)
+        training_loss(rgb[0], images[0], config.ssim_lambda).backward()
+        for optimizer in optimizers.values():
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return budget.measure_step_cost(make_params, step, render)
+
+
 def _make_strategy(config: GaussianTrainConfig):
+    schedule = config.schedule_overrides()
     if config.strategy == "mcmc":
-        return make_strategy("mcmc", config.steps, max_gaussians=config.max_gaussians, min_opacity=config.prune_opa)
+        return make_strategy("mcmc", config.steps, max_gaussians=config.max_gaussians, min_opacity=config.prune_opa,
+                             **schedule)
     return make_strategy(config.strategy, config.steps, max_gaussians=config.max_gaussians,
-                         grow_grad2d=config.grow_grad2d, prune_opa=config.prune_opa)
+                         grow_grad2d=config.grow_grad2d, prune_opa=config.prune_opa, **schedule)
 
 
 def init_gaussians(dataset, config: GaussianTrainConfig) -> tuple[GaussianSplats, model.InitialPoints]:
@@ -223,6 +305,7 @@ def train_gaussians(
     should_stop: Callable[[], bool | str | None] | None = None,
     preview_dir: str | Path | None = None,
     overwrite: bool = False,
+    profile: StepProfile | None = None,
     **overrides,
 ) -> GaussianTrainResult:
     """Train Gaussians on ``data`` (a dataset folder or a loaded ``NerfDataset``) into ``out_dir``.
@@ -236,32 +319,45 @@ def train_gaussians(
     preview_dir: when given, a render of the preview view is written there as preview.png every
         ``preview_every`` steps and announced with a "preview" event.
     overwrite: replace a finished result in ``out_dir`` (otherwise that is an error).
+    profile: a :class:`~radiantforge.profiling.StepProfile` that collects where each step's time goes.
 
     A dataset passed in is used as loaded: its background is the render background, and the
     config's ``downscale`` and ``background`` are not applied again.
     """
+    job_started = time.perf_counter()
     config = _resolve_config(config, overrides)
     events = events if events is not None else EventLog(None)
     out_dir = Path(out_dir)
     check_out_dir(out_dir, overwrite)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     device = resolve_device(config.device)
+    budget_plan = None
+    if config.time_budget is not None and resume:  # a resumed run keeps the plan it started with
+        budget_plan = _saved_budget_plan(checkpoint_path(checkpoint_dir))
+        config = dataclasses.replace(config, steps=budget_plan.steps, max_gaussians=budget_plan.max_gaussians,
+                                     downscale=budget_plan.downscale)
     dataset = _load_dataset(data, config)
     for note in getattr(dataset, "notes", []) or []:
         events.emit("warning", message=str(note))
 
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the caller's global RNG is left as it was
+        rasterizer = prepare_rasterizer(config.rasterize_backend, device, events)  # resolved once for the run
+        if config.time_budget is not None and budget_plan is None:
+            config, dataset, budget_plan = _plan_time_budget(data, dataset, config, device, rasterizer, job_started,
+                                                             events)
         if resume:
             state = _load_checkpoint(checkpoint_path(checkpoint_dir), config, device)
             events.emit("info", message=f"resuming from step {state.step} of {config.steps}", step=state.step)
         else:
             state = _fresh_state(dataset, config, device)
+        state.budget_plan = budget_plan
         events.emit("info", message=f"initialisation: {state.init_source}", init_source=state.init_source,
                     n_gaussians=len(state.params["means"]), device=str(device))
-        rasterizer = prepare_rasterizer(config.rasterize_backend, device, events)  # resolved once for the run
+        deadline = job_started + budget_plan.deadline_seconds if budget_plan is not None else None
         _optimise(dataset, config, state, device, checkpoint_dir, events, should_stop,
-                  Path(preview_dir) if preview_dir is not None else None, rasterizer)
+                  Path(preview_dir) if preview_dir is not None else None, rasterizer, profile or NO_PROFILE,
+                  deadline=deadline)
 
     splats = GaussianSplats.from_dict({k: v.detach().cpu() for k, v in state.params.items()})
     return _write_result(dataset, config, state, splats, out_dir, overwrite, device, events, rasterizer)
@@ -291,7 +387,8 @@ def _preview_views(dataset):
 
 
 def _optimise(dataset, config: GaussianTrainConfig, state: _TrainState, device: torch.device, checkpoint_dir: Path,
-              events: EventLog, should_stop, preview_dir: Path | None, rasterizer: Rasterizer) -> None:
+              events: EventLog, should_stop, preview_dir: Path | None, rasterizer: Rasterizer,
+              profile: StepProfile | NoProfile = NO_PROFILE, deadline: float | None = None) -> None:
     train = dataset.train
     images = torch.as_tensor(train.images, dtype=torch.float32).to(device)  # (V, H, W, 3)
     viewmats = train.cameras.world_to_camera_cv().to(device)  # (V, 4, 4)
@@ -316,28 +413,38 @@ def _optimise(dataset, config: GaussianTrainConfig, state: _TrainState, device: 
         return rendered_preview[step]
 
     def take_step() -> torch.Tensor:
+        with profile.step():
+            return _take_step()
+
+    def _take_step() -> torch.Tensor:
         step, params, optimizers, strategy = state.step, state.params, state.optimizers, state.strategy
-        view = view_for_step(step, len(train), config.seed)
-        rgb, _alpha, _depth, info = _render(params, viewmats[view : view + 1], Ks[view : view + 1], width, height,
-                                            active_sh_degree(step, config), background, rasterizer)
-        info.setdefault("gaussian_ids", None)  # DefaultStrategy reads it (None: not packed)
-        strategy.step_pre_backward(params, optimizers, state.strategy_state, step, info)
-        loss = training_loss(rgb[0], images[view], config.ssim_lambda)
-        if opacity_reg > 0:
-            loss = loss + opacity_reg * torch.sigmoid(params["opacities"]).mean()
-        if scale_reg > 0:
-            loss = loss + scale_reg * torch.exp(params["scales"]).mean()
-        loss.backward()
-        means_lr = model.means_learning_rate(step, config.steps, state.scene_extent)
-        model.set_means_learning_rate(optimizers, means_lr)
-        for optimizer in optimizers.values():
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        with profile.section("view choice"):
+            view = view_for_step(step, len(train), config.seed)
+        with profile.section("rasterizer forward"):
+            rgb, _alpha, _depth, info = _render(params, viewmats[view : view + 1], Ks[view : view + 1], width, height,
+                                                active_sh_degree(step, config), background, rasterizer)
+        with profile.section("densification"):
+            info.setdefault("gaussian_ids", None)  # DefaultStrategy reads it (None: not packed)
+            strategy.step_pre_backward(params, optimizers, state.strategy_state, step, info)
+        with profile.section("loss and SSIM"):
+            loss = training_loss(rgb[0], images[view], config.ssim_lambda)
+            if opacity_reg > 0:
+                loss = loss + opacity_reg * torch.sigmoid(params["opacities"]).mean()
+            if scale_reg > 0:
+                loss = loss + scale_reg * torch.exp(params["scales"]).mean()
+        profile.split_backward(loss, rgb)
+        with profile.section("optimizer"):
+            means_lr = model.means_learning_rate(step, config.steps, state.scene_extent)
+            model.set_means_learning_rate(optimizers, means_lr)
+            for optimizer in optimizers.values():
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         # After the optimizer step, as gsplat's trainer does: it reads means2d's gradient from info.
-        if config.strategy == "mcmc":
-            strategy.step_post_backward(params, optimizers, state.strategy_state, step, info, lr=means_lr)
-        else:
-            strategy.step_post_backward(params, optimizers, state.strategy_state, step, info)
+        with profile.section("densification"):
+            if config.strategy == "mcmc":
+                strategy.step_post_backward(params, optimizers, state.strategy_state, step, info, lr=means_lr)
+            else:
+                strategy.step_post_backward(params, optimizers, state.strategy_state, step, info)
         state.step = step + 1
         return loss.detach()
 
@@ -362,7 +469,7 @@ def _optimise(dataset, config: GaussianTrainConfig, state: _TrainState, device: 
         save_checkpoint=lambda path: save_checkpoint(path, state, config, device),
         checkpoint_every=config.checkpoint_every, progress_every=config.resolved_progress_every,
         preview_every=config.preview_every or max(1, config.steps // 10), preview_dir=preview_dir, events=events,
-        should_stop=should_stop,
+        should_stop=should_stop, deadline=deadline,
     )
     run_steps(plan, state, take_step, loss_of=float, progress_fields=progress_fields, preview_image=render_preview,
               progress_also_at=evaluate_now)
@@ -408,6 +515,14 @@ def _write_turntable(splats: GaussianSplats, dataset, config: GaussianTrainConfi
              "description": descriptions[kind]} for kind, path in written.items()]
 
 
+def _budget_summary(state: _TrainState, config: GaussianTrainConfig) -> dict[str, Any]:
+    """What a time budget chose and whether its deadline ended the run early (nothing without a budget)."""
+    if state.budget_plan is None:
+        return {}
+    return {"time_budget": {**state.budget_plan.as_dict(), "planned_steps": config.steps,
+                            "stopped_by_deadline": state.step < config.steps}}
+
+
 def _write_result(dataset, config: GaussianTrainConfig, state: _TrainState, splats: GaussianSplats, out_dir: Path,
                   overwrite: bool, device: torch.device, events: EventLog,
                   rasterizer: Rasterizer) -> GaussianTrainResult:
@@ -429,7 +544,7 @@ def _write_result(dataset, config: GaussianTrainConfig, state: _TrainState, spla
             events.emit("warning", message=f"LPIPS {metrics['lpips_status']}")
         metrics.update({
             "split": split_name, "steps": state.step, "n_gaussians": len(splats), "train_seconds": round(state.elapsed, 3),
-            "init_source": state.init_source, "history": state.history,
+            "init_source": state.init_source, "history": state.history, **_budget_summary(state, config),
         })
         write_json(partial / METRICS_FILE, metrics)
         files.append({"path": METRICS_FILE, "role": "metrics", "description": f"PSNR, SSIM, LPIPS on the {split_name} split"})
@@ -447,6 +562,7 @@ def _write_result(dataset, config: GaussianTrainConfig, state: _TrainState, spla
             "n_gaussians": len(splats),
             "steps": state.step,
             "init_source": state.init_source,
+            **_budget_summary(state, config),
             "config": dataclasses.asdict(config),
         }
         write_json(partial / RESULT_FILE, result)
