@@ -315,3 +315,15 @@ def test_render_and_eval_commands_run_native_in_a_fresh_process(tmp_path):
     for native_frame, torch_frame in zip(frames["native"], frames["torch"]):
         difference = np.abs(np.asarray(Image.open(native_frame), np.int16) - np.asarray(Image.open(torch_frame), np.int16))
         assert difference.max() <= 1, "the two backends must render the same frames (8-bit rounding aside)"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["/venv/bin/radiantforge", "render", "scene.ply"], "radiantforge render"),
+    (["/repo/backend/radiantforge/__main__.py", "eval", "--rasterizer", "auto"], "radiantforge eval"),
+    (["/repo/scripts/bench_train.py", "--profile"], "bench_train.py"),
+])
+def test_the_fallback_warning_names_the_command_that_fell_back(monkeypatch, argv, expected):
+    from radiantforge.gaussians import native
+
+    monkeypatch.setattr(sys, "argv", argv)
+    assert native.running_command() == expected

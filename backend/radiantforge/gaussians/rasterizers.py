@@ -202,7 +202,8 @@ class NativeRasterizer(Rasterizer):
             emit("info", message=f"native CPU rasterizer ready in {seconds:.1f} s", seconds=round(seconds, 1))
             return self
         emit("warning", message=f"the native CPU rasterizer cannot run ({native.unavailable_reason()}); "
-                                "training with the PyTorch rasterizer instead (same results, about 3x slower)")  # fmt: skip
+                                f"{native.running_command()} goes on with the PyTorch rasterizer instead (same results, "
+                                "about 3x slower)")  # fmt: skip
         return self.fallback.prepare(device, events)
 
 

@@ -40,6 +40,7 @@ and "native" raise ValueError naming the reason.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 import torch
@@ -131,6 +132,15 @@ def _warm_up_with_gradients(dtype: torch.dtype) -> None:
             raise RuntimeError("the warm-up problem gave non-finite gradients")
 
 
+def running_command() -> str:
+    """What this process is, for a fallback warning: "radiantforge render", "radiantforge serve", or the script."""
+    argv = sys.argv or ["python"]
+    name = os.path.basename(argv[0]) or "python"
+    if name in ("radiantforge", "__main__.py", "-m") and len(argv) > 1 and not argv[1].startswith("-"):
+        return f"radiantforge {argv[1]}"
+    return name
+
+
 def is_ready(dtype: torch.dtype) -> bool:
     """The kernels for ``dtype`` have already compiled (or loaded from the cache) and run in this process."""
     return dtype in _ready_dtypes and _failure is None
@@ -154,8 +164,8 @@ def ensure_ready(dtype: torch.dtype, required: bool) -> bool:
     if not _warned:
         _warned = True
         warnings.warn(
-            f"radiantforge: the native CPU rasterizer cannot run: {reason}; using the pure-PyTorch rasterizer "
-            "instead (slower, same results).",
+            f"radiantforge ({running_command()}): the native CPU rasterizer cannot run: {reason}; using the pure-PyTorch "
+            "rasterizer instead (slower, same results).",
             RuntimeWarning,
             stacklevel=4,
         )
