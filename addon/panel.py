@@ -141,7 +141,10 @@ class RADIANTFORGE_PT_gaussians(RadiantForgeSettingsPanel, bpy.types.Panel):
     bl_label = "Gaussians"
 
     def draw_settings(self, context, layout, props):
-        _draw_props(layout, props, ("steps", "sh_degree", "max_gaussians", "display", "import_turntable"))
+        layout.prop(props, "quality")
+        if props.quality == "STEPS":
+            layout.prop(props, "steps")
+        _draw_props(layout, props, ("sh_degree", "max_gaussians", "display", "import_turntable"))
         _job_button(layout, "radiant_forge.capture_train", "Capture & Train", "RENDER_STILL")
         layout.separator()
         layout.prop(props, "dataset_folder")

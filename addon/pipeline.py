@@ -25,7 +25,7 @@ from .importers.gaussian_job import GaussianJobImporter
 from .importers.results import ImportOptions
 from .importers.text3d_job import Text3DJobImporter, object_name
 from .importers.texture_job import TextureJobImporter
-from .io.job_folder import JOB_FILE, JobError, gaussian_params, job_from_dataset, write_text3d_job
+from .io.job_folder import JOB_FILE, JobError, gaussian_params, job_from_dataset, quality_time_budget, write_text3d_job
 from .mesh_export import prepare_target, write_texture_job
 from .preferences import backend_settings
 from .settings import BackendSettings
@@ -108,7 +108,8 @@ def capture_plan_from_context(context) -> capture_module.CapturePlan:
 
 def training_params(scene: bpy.types.Scene) -> dict:
     props = scene.radiantforge
-    return gaussian_params(steps=props.steps, sh_degree=props.sh_degree, max_gaussians=props.max_gaussians)
+    return gaussian_params(steps=props.steps, sh_degree=props.sh_degree, max_gaussians=props.max_gaussians,
+                           time_budget=quality_time_budget(props.quality))
 
 
 def import_options(scene: bpy.types.Scene) -> ImportOptions:

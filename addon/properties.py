@@ -12,6 +12,8 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
+from .io.job_folder import QUALITY_TIME_BUDGETS
+
 ENGINE_ITEMS = [
     ("SCENE", "Scene's engine", "Render with the engine set in the scene's render properties"),
     ("CYCLES", "Cycles", "Path tracing: slowest, most faithful"),
@@ -23,6 +25,15 @@ CAMERA_SOURCE_ITEMS = [
     ("ORBIT", "Orbit rig", "Cameras spread evenly around the selected objects"),
     ("COLLECTION", "Collection", "The cameras of a collection"),
 ]
+
+def _quality_item(key: str, name: str) -> tuple[str, str, str]:
+    minutes = QUALITY_TIME_BUDGETS[key] // 60
+    return (key, f"{name} ({minutes} min)", f"The backend trains for about {minutes} minutes: steps, Gaussian cap "
+                                            "and resolution are chosen from its measured step cost")
+
+
+QUALITY_ITEMS = [_quality_item("DRAFT", "Draft"), _quality_item("STANDARD", "Standard"), _quality_item("HIGH", "High"),
+                 ("STEPS", "Fixed Steps", "Train for exactly the Steps below, however long that takes")]
 
 DISPLAY_ITEMS = [
     ("AUTO", "Auto", "Ellipsoids, or points for very large splat files"),
@@ -147,8 +158,10 @@ class RadiantForgeSceneSettings(bpy.types.PropertyGroup):
                                    description="An existing NeRF-synthetic dataset (transforms_train.json) or job folder")
 
     # Gaussians (training)
+    quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="STANDARD",
+                          description="How long the backend may train (time on its machine; the capture comes first)")
     steps: IntProperty(name="Steps", default=DEFAULT_GAUSSIAN_STEPS, min=1, soft_max=30000,
-                       description="Optimisation steps")
+                       description="Optimisation steps (Quality: Fixed Steps)")
     sh_degree: IntProperty(name="SH Degree", default=3, min=0, max=3,
                            description="Spherical-harmonics degree of the view-dependent colour")
     max_gaussians: IntProperty(name="Max Gaussians", default=0, min=0, soft_max=2_000_000,

@@ -56,6 +56,8 @@ def build_parser(blend_from_blender: bool) -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=int, default=0, help="render samples (0: the scene's)")
     parser.add_argument("--points", type=int, default=20000, help="surface points for points3d.ply (default 20000)")
     parser.add_argument("--steps", "--iters", dest="steps", type=int, default=3000, help="training steps (default 3000)")
+    parser.add_argument("--quality", choices=("draft", "standard", "high"),
+                        help="train for a time budget instead of --steps (the add-on's Quality presets: 2, 5, 20 min)")
     parser.add_argument("--sh-degree", type=int, default=3, choices=range(4))
     parser.add_argument("--display", default="AUTO", choices=("AUTO", "ELLIPSOIDS", "POINTS"))
     parser.add_argument("--jobs-folder", help="where the job folder goes (default: beside the output .blend)")
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.engine = args.engine
         settings.samples = args.samples
         settings.point_count = args.points
+        settings.quality = args.quality.upper() if args.quality else "STEPS"
         settings.steps = args.steps
         settings.sh_degree = args.sh_degree
         settings.display = args.display

@@ -94,6 +94,7 @@ settings.resolution = 16
 settings.view_count = 4
 settings.test_every = 2
 settings.point_count = 50
+settings.quality = "STEPS"
 settings.steps = 123
 job_dir = tmp / "exported_job"
 assert bpy.ops.radiant_forge.export_job(job_dir=str(job_dir)) == {"FINISHED"}
@@ -201,19 +202,27 @@ def test_job_folder_is_what_the_backend_validates(tmp_path):
     settings.view_count = 6
     settings.test_every = 3
     settings.point_count = 30
+    settings.quality = "STEPS"
     settings.steps = 50
     settings.sh_degree = 1
     settings.max_gaussians = 5000
     bpy.ops.radiant_forge.export_job(job_dir=sys.argv[1])
+    settings.quality = "DRAFT"  # a time budget instead of steps
+    bpy.ops.radiant_forge.export_job(job_dir=sys.argv[2])
     radiantforge_addon.unregister()
     report({"ok": True})
     """
-    run_bpy(script, tmp_path, args=[str(tmp_path / "job")])
+    run_bpy(script, tmp_path, args=[str(tmp_path / "job"), str(tmp_path / "draft_job")])
     from radiantforge.jobs import validate_job
 
     spec = validate_job(tmp_path / "job")
     assert spec.kind == "gaussians"
     assert spec.params == {"steps": 50, "sh_degree": 1, "max_gaussians": 5000}
+    assert spec.config.time_budget is None
+    # Quality "Draft" sends the backend a two-minute budget and no steps: the backend picks them.
+    draft = validate_job(tmp_path / "draft_job")
+    assert draft.params == {"sh_degree": 1, "max_gaussians": 5000, "time_budget": 120}
+    assert draft.config.time_budget == 120.0
     train = json.loads((tmp_path / "job" / "data" / "transforms_train.json").read_text())
     test = json.loads((tmp_path / "job" / "data" / "transforms_test.json").read_text())
     assert len(train["frames"]) == 4 and len(test["frames"]) == 2

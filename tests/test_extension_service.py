@@ -129,6 +129,7 @@ try:
     settings = scene.radiantforge
     settings.engine, settings.resolution, settings.view_count = "BLENDER_WORKBENCH", 24, 8
     settings.test_every, settings.point_count, settings.steps, settings.sh_degree = 4, 300, 5, 0
+    settings.quality = "STEPS"
     settings.jobs_folder = str(tmp / "jobs")
     assert bpy.ops.radiant_forge.export_job(job_dir=str(tmp / "exported")) == {"FINISHED"}
     os.environ["RADIANTFORGE_URL"], os.environ["RADIANTFORGE_TOKEN"] = client.url, client.token

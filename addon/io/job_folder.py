@@ -61,11 +61,28 @@ def write_job_file(job_dir: str | os.PathLike, kind: str, params: dict[str, Any]
     return job_file
 
 
+# The add-on's Quality presets: the backend's time budget in seconds (training, test evaluation and
+# turntable on the backend's machine; the capture in Blender comes before it). The backend measures
+# its own step cost and picks steps, Gaussian cap and resolution to fit (radiantforge.gaussians.budget).
+# "STEPS" runs the fixed step count instead.
+QUALITY_TIME_BUDGETS = {"DRAFT": 120, "STANDARD": 300, "HIGH": 1200}
+
+
+def quality_time_budget(quality: str) -> int | None:
+    """Seconds of the backend's time budget for a Quality preset; None for "STEPS" (a fixed step count)."""
+    if quality == "STEPS":
+        return None
+    if quality not in QUALITY_TIME_BUDGETS:
+        raise JobError(f"quality {quality!r}: expected one of STEPS, {', '.join(QUALITY_TIME_BUDGETS)}")
+    return QUALITY_TIME_BUDGETS[quality]
+
+
 def gaussian_params(steps: int | None = None, sh_degree: int | None = None, max_gaussians: int | None = None,
                     **extra: Any) -> dict[str, Any]:
-    """Parameters of a "gaussians" job; None / 0 caps are left to the backend's defaults."""
+    """Parameters of a "gaussians" job; None / 0 caps are left to the backend's defaults. With a
+    ``time_budget`` (seconds) the backend chooses the steps itself, so ``steps`` is not sent."""
     params: dict[str, Any] = {}
-    if steps:
+    if steps and extra.get("time_budget") is None:
         params["steps"] = int(steps)
     if sh_degree is not None:
         params["sh_degree"] = int(sh_degree)
