@@ -181,13 +181,28 @@ def cmd_text3d(args) -> int:
 
 
 def cmd_batch(args) -> int:
+    from .batch.entries import JSON_LINES_SUFFIXES, YAML_SUFFIXES
     from .events import EventLog
-    from .text3d import batch_generate
 
     out = Path(args.out)
     events = EventLog(out.parent / f"{out.name}.events.jsonl" if args.events is None else args.events, echo=True)
+    settings = _text3d_overrides(args)
+    entries_file = Path(args.prompts).suffix.lower() in (*JSON_LINES_SUFFIXES, *YAML_SUFFIXES)
     with _stop_on_interrupt() as stop_requested:
-        result = batch_generate(args.prompts, out, events=events, should_stop=stop_requested, **_text3d_overrides(args))
+        if not entries_file and args.ray is None:  # a prompts file on this machine: today's text-to-3D batch
+            from .text3d import batch_generate
+
+            result = batch_generate(args.prompts, out, events=events, should_stop=stop_requested, **settings)
+        else:
+            from .batch import run_batch
+
+            device = settings.pop("device", None)
+            if entries_file and settings:
+                raise InputError(f"{', '.join(sorted(settings))}: these options are for prompt-per-line files; "
+                                 "give each entry of a batch file its own params", field="batch")
+            result = run_batch(args.prompts, out, ray=args.ray, workers=args.workers, shared_disk=not args.no_shared_disk,
+                               events=events, should_stop=stop_requested, text_params=settings,
+                               overrides={"device": device} if device else None)
     print(result.table, end="")
     print(f"summary: {result.summary_path}")
     return 1 if result.counts.get("failed") else 0
@@ -299,10 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text3d_options(p)
     p.set_defaults(func=cmd_text3d)
 
-    p = sub.add_parser("batch", help="text-to-3D for every prompt of a text file (one per line), one result folder "
-                                     "each; run again to skip finished prompts and resume interrupted ones")
-    p.add_argument("prompts", help="text file with one prompt per line (# starts a comment)")
+    p = sub.add_parser("batch", help="run a batch file (text-to-3D, texture and Gaussian entries, or one prompt per "
+                                     "line), one result folder each, here or on Ray (--ray); run again to skip "
+                                     "finished entries and resume interrupted ones")
+    p.add_argument("prompts", metavar="FILE", help="a batch file: JSON lines or YAML entries of any job kind "
+                   "(text3d, texture, gaussians; see README), or a text file with one prompt per line (# comments)")
     p.add_argument("--out", required=True, help="folder for the result folders and the summary table")
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="run the entries on a Ray cluster: auto (this machine's, "
+                   "started if none runs) or its address (host:6379); default: here, one after another")
+    p.add_argument("--workers", type=_positive_int, help="Ray workers (default: one per GPU, else one per CPU)")
+    p.add_argument("--no-shared-disk", action="store_true", help="Ray workers do not see --out: they send results "
+                   "back to this process, which writes them")
     _add_text3d_options(p)
     p.set_defaults(func=cmd_batch)
 
