@@ -16,7 +16,7 @@ from radiantforge.batch import read_batch, run_batch
 from radiantforge.errors import InputError, JobCancelled
 from radiantforge.events import EventLog, read_events
 
-from batch_helpers import oracle_loader, result_digests, write_mixed_batch
+from batch_helpers import assert_same_results, oracle_loader, result_files, write_mixed_batch
 from tiny_diffusion import build_tiny_stable_diffusion
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -103,7 +103,7 @@ def test_a_stopped_batch_resumes_to_the_bytes_of_an_uninterrupted_run(straight_r
     assert [o.status for o in resumed.outcomes] == ["skipped", "resumed", "generated", "generated"]
     events = read_events(out / f"{straight.outcomes[1].folder}.events.jsonl")
     assert any(e.get("message") == "resuming from step 3 of 4" for e in events)
-    assert result_digests(out, resumed.outcomes) == result_digests(straight_out, straight.outcomes)
+    assert_same_results(result_files(out, resumed.outcomes), result_files(straight_out, straight.outcomes))
 
 
 def test_an_entry_that_fails_on_its_input_is_reported_once_and_the_batch_goes_on(straight_run, tmp_path):
