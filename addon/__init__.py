@@ -30,6 +30,8 @@ def register():
     properties.register_properties()
     bpy.types.TOPBAR_MT_file_import.append(importing.menu_import)
     bpy.types.STATUSBAR_HT_header.append(panel.draw_status_bar)
+    from . import viewport
+    viewport.register()
 
 
 def unregister():
@@ -40,6 +42,8 @@ def unregister():
 
     session.stop_active_job()
     backend_process.stop_local_backend()
+    from . import viewport
+    viewport.unregister()
     bpy.types.STATUSBAR_HT_header.remove(panel.draw_status_bar)
     bpy.types.TOPBAR_MT_file_import.remove(importing.menu_import)
     properties.unregister_properties()

@@ -110,8 +110,8 @@ def test_every_ply_property_arrives_unchanged(tmp_path, asset, sh_degree):
     for name in stored:
         np.testing.assert_array_equal(arrays[name], np.asarray(vertex[name], dtype=np.float32), err_msg=name)
 
-    assert info["modifiers"] == [["NODES", "RadiantForge Splats"]]
-    assert info["node_group_material"] == ["RadiantForge Splat", "RadiantForge Splat"]
+    assert info["modifiers"] == [["NODES", "RadiantForge Splats" + (f" SH{sh_degree}" if sh_degree else "")]]
+    assert sorted(info["node_group_material"]) == ["RadiantForge Gaussian Sprite", "RadiantForge Splat", "RadiantForge Splat"]
     assert len(arrays["__instances"]) == len(vertex.data)
 
 
@@ -140,7 +140,7 @@ def test_points_display_makes_one_point_per_splat(tmp_path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     obj = gaussians.import_gaussians(PATH, display="AUTO")
     auto = obj.modifiers[0][gaussians.modifier_input_id(obj.modifiers[0].node_group, gaussians.INPUT_AS_POINTS)]
-    gaussians.set_splat_display(obj, as_points=True)
+    gaussians.set_splat_display(obj, as_points=True, sprites=False)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     clouds = []
     for instance in depsgraph.object_instances:
@@ -149,7 +149,7 @@ def test_points_display_makes_one_point_per_splat(tmp_path):
     report({"auto_as_points": bool(auto), "point_clouds": clouds})
     """.replace("PATH", repr(str(path)))
     info = run_bpy(script, tmp_path)
-    assert info["auto_as_points"] is False  # 45k splats: below the AUTO threshold, ellipsoids
+    assert info["auto_as_points"] is False  # AUTO draws Gaussian sprites, not points
     assert info["point_clouds"] == [len(_ply_vertex(path).data)]
 
 
