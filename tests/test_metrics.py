@@ -99,6 +99,28 @@ def test_ssim_is_differentiable():
     assert img.grad is not None and torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("shape", [(1, 15, 19, 3), (2, 12, 9, 1)])
+def test_fused_ssim_gradient_equals_autograd_of_the_unfused_map(shape):
+    """The hand-written backward against autograd through the same formula (float64), with an
+    upstream gradient that is not uniform, so every term of the chain rule is exercised."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    img = torch.rand(shape, generator=generator, dtype=torch.float64)
+    ref = (img + 0.2 * torch.randn(shape, generator=generator, dtype=torch.float64)).clamp(0, 1)
+    weights = torch.rand(shape, generator=generator, dtype=torch.float64)
+
+    fused_input = img.clone().requires_grad_(True)
+    (metrics.ssim_map(fused_input, ref) * weights).sum().backward()
+
+    reference_input = img.clone().requires_grad_(True)
+    x, y = reference_input.permute(0, 3, 1, 2), ref.permute(0, 3, 1, 2)
+    reference_map = metrics._ssim_terms(x, y)[0].permute(0, 2, 3, 1)  # plain autograd through the formula
+    (reference_map * weights).sum().backward()
+
+    with torch.no_grad():
+        np.testing.assert_allclose(metrics.ssim_map(img, ref).numpy(), reference_map.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(fused_input.grad.numpy(), reference_input.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
 def test_lpips_without_weights_reports_where_they_would_go(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     expected_path = tmp_path / "torch_home" / "hub" / "checkpoints" / metrics.LPIPS_BACKBONE_FILES["alex"]

@@ -87,34 +87,80 @@ def gaussian_window(size: int = SSIM_WINDOW_SIZE, sigma: float = SSIM_SIGMA, dev
     return g[:, None] * g[None, :]
 
 
+def _blur(images: torch.Tensor) -> torch.Tensor:
+    """The SSIM window over every channel of (B, K, H, W), zero padded: two 1D passes (the 11x11
+    window is separable, and zero padding commutes with that). With a symmetric kernel and zero
+    padding the operation is its own adjoint, which the fused backward uses."""
+    groups = images.shape[1]
+    g = gaussian_kernel_1d(device=images.device).to(images.dtype)
+    pad = SSIM_WINDOW_SIZE // 2
+    blurred = F.conv2d(images, g.view(1, 1, -1, 1).expand(groups, 1, -1, 1), padding=(pad, 0), groups=groups)
+    return F.conv2d(blurred, g.view(1, 1, 1, -1).expand(groups, 1, 1, -1), padding=(0, pad), groups=groups)
+
+
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """x, y: (B, C, H, W). The SSIM map and the factors its gradient needs, all (B, C, H, W)."""
+    channels = x.shape[1]
+    mu_x, mu_y, e_xx, e_yy, e_xy = _blur(torch.cat([x, y, x * x, y * y, x * y], dim=1)).split(channels, dim=1)
+    mu_x2, mu_y2, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    luminance_num = 2.0 * mu_xy + SSIM_C1  # A1
+    contrast_num = 2.0 * (e_xy - mu_xy) + SSIM_C2  # A2
+    luminance_den = mu_x2 + mu_y2 + SSIM_C1  # B1
+    contrast_den = (e_xx - mu_x2) + (e_yy - mu_y2) + SSIM_C2  # B2
+    ssim_values = (luminance_num * contrast_num) / (luminance_den * contrast_den)
+    return ssim_values, mu_x, mu_y, luminance_num, contrast_num, luminance_den, contrast_den
+
+
+class _FusedSSIM(torch.autograd.Function):
+    """The SSIM map with a hand-written backward (as the fused-SSIM CUDA kernels do it).
+
+    Autograd through :func:`_ssim_terms` keeps a dozen (B, 5C, H, W)-sized intermediates and runs
+    the convolution's backward over all five blurred images, the reference's two included. The
+    gradient needs three blurs only: with S = A1·A2 / (B1·B2) as a function of μx, E[x²], E[xy],
+
+        ∂S/∂μx = 2μy (A2 − A1) / D − 2μx S (1/B1 − 1/B2),   ∂S/∂E[x²] = −S / B2,   ∂S/∂E[xy] = 2 A1 / D
+
+    (D = B1·B2), and the blur's adjoint is the blur itself, so
+    ∂L/∂x = blur(g·∂S/∂μx) + 2x·blur(g·∂S/∂E[x²]) + y·blur(g·∂S/∂E[xy]).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ssim_values, mu_x, mu_y, a1, a2, b1, b2 = _ssim_terms(x, y)
+        ctx.save_for_backward(x, y, ssim_values, mu_x, mu_y, a1, a2, b1, b2)
+        return ssim_values
+
+    @staticmethod
+    def backward(ctx, grad_map: torch.Tensor):
+        x, y, ssim_values, mu_x, mu_y, a1, a2, b1, b2 = ctx.saved_tensors
+        inv_d = 1.0 / (b1 * b2)
+        d_mu = 2.0 * mu_y * (a2 - a1) * inv_d - 2.0 * mu_x * ssim_values * (1.0 / b1 - 1.0 / b2)
+        d_exx = -ssim_values / b2
+        d_exy = 2.0 * a1 * inv_d
+        channels = x.shape[1]
+        g_mu, g_exx, g_exy = _blur(torch.cat([grad_map * d_mu, grad_map * d_exx, grad_map * d_exy], dim=1)
+                                   ).split(channels, dim=1)
+        return g_mu + 2.0 * x * g_exx + y * g_exy, None
+
+
 def ssim_map(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Per-pixel SSIM (B, H, W, C) as the 3DGS code computes it (zero-padded Gaussian filtering).
 
-    The 11x11 window is applied as two 1D passes (it is separable, and zero padding commutes with
-    that), and the five filtered images (x, y, x², y², xy) go through one grouped convolution.
+    Differentiable in ``img`` (a fused backward, :class:`_FusedSSIM`); ``ref`` is the reference
+    and gets no gradient.
     """
     img_b, ref_b, _ = _check_pair(img, ref)
-    channels = img_b.shape[-1]
     x = img_b.permute(0, 3, 1, 2)  # (B, C, H, W)
-    y = ref_b.permute(0, 3, 1, 2).to(x.dtype)
-    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (B, 5C, H, W)
-    groups = stacked.shape[1]
-    g = gaussian_kernel_1d(device=x.device).to(x.dtype)
-    pad = SSIM_WINDOW_SIZE // 2
-    blurred = F.conv2d(stacked, g.view(1, 1, -1, 1).expand(groups, 1, -1, 1), padding=(pad, 0), groups=groups)
-    blurred = F.conv2d(blurred, g.view(1, 1, 1, -1).expand(groups, 1, 1, -1), padding=(0, pad), groups=groups)
-    mu_x, mu_y, e_xx, e_yy, e_xy = blurred.split(channels, dim=1)
-    mu_x2, mu_y2, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    sigma_x2 = e_xx - mu_x2
-    sigma_y2 = e_yy - mu_y2
-    sigma_xy = e_xy - mu_xy
-    numerator = (2.0 * mu_xy + SSIM_C1) * (2.0 * sigma_xy + SSIM_C2)
-    denominator = (mu_x2 + mu_y2 + SSIM_C1) * (sigma_x2 + sigma_y2 + SSIM_C2)
-    return (numerator / denominator).permute(0, 2, 3, 1)
+    y = ref_b.permute(0, 3, 1, 2).to(x.dtype).detach()
+    if x.requires_grad and torch.is_grad_enabled():
+        values = _FusedSSIM.apply(x, y)
+    else:
+        values = _ssim_terms(x, y)[0]
+    return values.permute(0, 2, 3, 1)
 
 
 def ssim(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM over pixels and channels (11x11 Gaussian window, sigma 1.5). Differentiable.
+    """Mean SSIM over pixels and channels (11x11 Gaussian window, sigma 1.5). Differentiable in img.
 
     img, ref: (H, W, C) or (B, H, W, C) in [0, 1]. Returns a 0-d tensor, or (B,) when batched.
     """
