@@ -148,10 +148,14 @@ def unpack_result(archive: bytes, out_dir: Path, folder: str) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _connect(address: str) -> bool:
-    """Join (or start) the cluster; True when this call started Ray (and so shuts it down)."""
-    import ray
-
+def connect_to_cluster(address: str) -> bool:
+    """Join (or start) the cluster; True when this call started Ray (and so shuts it down).
+    InputError naming ``--ray`` when Ray is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("Ray is not installed: pip install \"radiantforge[ray]\" (or run without --ray)",
+                         field="--ray") from None
     if ray.is_initialized():
         return False
     ray.init(address=None if address == "auto" else address, include_dashboard=False, log_to_driver=True,
@@ -175,12 +179,9 @@ def run_on_ray(pending: list[BatchItem], out_dir: Path, outcomes: dict[str, Entr
                workers: int | None, shared_disk: bool, events: EventLog, should_stop, load_guidance,
                overrides: dict[str, Any] | None, max_retries: int, cpus_per_entry: int) -> None:
     """Run ``pending`` on the cluster at ``address``, filling ``outcomes``; raises JobCancelled after a stop."""
-    try:
-        import ray
-    except ImportError:
-        raise InputError("Ray is not installed: pip install \"radiantforge[ray]\" (or run without --ray)",
-                         field="--ray") from None
-    started_ray = _connect(address)
+    started_ray = connect_to_cluster(address)
+    import ray
+
     try:
         _dispatch(ray, pending, out_dir.resolve(), outcomes, workers, shared_disk, events, should_stop, load_guidance,
                   overrides, max_retries, cpus_per_entry)

@@ -1,7 +1,8 @@
 """The HTTP API of ``radiantforge serve`` (FastAPI), under ``/api/v1``.
 
 ```
-GET    /health                        version, api_version, device, job kinds, local models, limits
+GET    /health                        version, api_version, device, job kinds, local models, limits,
+                                      scheduler (local, or ray: its address and how many jobs run at once)
 POST   /jobs                          submit: multipart field `archive` (zip of a job folder),
                                       a raw zip body (Content-Type: application/zip), or JSON
                                       {"path": "/abs/job/dir"} (same disk: the job runs in place)
@@ -101,7 +102,8 @@ class Service:
     def __init__(self, root: str | Path, token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * MIB,
                  device: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S, *,
                  max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_MB * MIB, max_file_bytes: int = DEFAULT_MAX_FILE_MB * MIB,
-                 model_roots: list[Path] | None = None, stop_grace_s: float = DEFAULT_STOP_GRACE_S):
+                 model_roots: list[Path] | None = None, stop_grace_s: float = DEFAULT_STOP_GRACE_S,
+                 ray_address: str | None = None, ray_cpus_per_job: int = 1):
         self.root = Path(root).expanduser().resolve()
         self.token = token or None
         self.max_upload_bytes = int(max_upload_bytes)
@@ -111,8 +113,15 @@ class Service:
         self.model_roots = list(model_roots or [])
         self.device = device
         self.store = JobStore(self.root)
-        self.scheduler = Scheduler(self.store, device=device, cancel_grace_s=cancel_grace_s, model_roots=self.model_roots,
-                                   stop_grace_s=stop_grace_s)
+        if ray_address:  # jobs run as Ray tasks on a cluster that shares this disk (ray_scheduler.py)
+            from .ray_scheduler import RayScheduler
+
+            self.scheduler = RayScheduler(self.store, ray_address, device=device, cancel_grace_s=cancel_grace_s,
+                                          model_roots=self.model_roots, stop_grace_s=stop_grace_s,
+                                          cpus_per_job=ray_cpus_per_job)
+        else:
+            self.scheduler = Scheduler(self.store, device=device, cancel_grace_s=cancel_grace_s,
+                                       model_roots=self.model_roots, stop_grace_s=stop_grace_s)
         self._root_lock = FileLock(self.root / SERVICE_LOCK)
         self._device_info: dict | None = None
         self._device_lock = threading.Lock()
@@ -131,6 +140,13 @@ class Service:
             raise InputError(f"another Radiant Forge service{f' (pid {pid})' if pid else ''} is using this folder; "
                              "stop it or choose another --root", file=self.root, field="root")
         self.store.open()
+        connect = getattr(self.scheduler, "connect", None)
+        if connect is not None:  # join the Ray cluster now: a wrong address is an error before the service listens
+            try:
+                connect()
+            except InputError:
+                self._root_lock.release()
+                raise
 
     def start(self) -> None:
         self.scheduler.start()
@@ -166,6 +182,7 @@ class Service:
             "max_upload_bytes": self.max_upload_bytes,
             "max_unpacked_bytes": self.max_unpacked_bytes,
             "max_file_bytes": self.max_file_bytes,
+            "scheduler": self.scheduler.describe(),
             "jobs": {"running": sum(1 for j in self.store.all() if self.scheduler.worker_pid(j.id) is not None),
                      "queued": sum(1 for j in self.store.all() if self.scheduler.queue_position(j.id) is not None)},
         }
@@ -349,16 +366,19 @@ def create_app(root: str | Path, token: str | None = None, max_upload_bytes: int
                device: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S, *,
                max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_MB * MIB, max_file_bytes: int = DEFAULT_MAX_FILE_MB * MIB,
                allowed_hosts: list[str] | tuple[str, ...] = (), model_roots: list[Path] | None = None,
-               stop_grace_s: float = DEFAULT_STOP_GRACE_S) -> FastAPI:
+               stop_grace_s: float = DEFAULT_STOP_GRACE_S, ray_address: str | None = None,
+               ray_cpus_per_job: int = 1) -> FastAPI:
     """The FastAPI app over ``root``. Takes the root's lock now (InputError when another service
     holds it); the scheduler starts with the app and stops with it.
 
     allowed_hosts: Host names besides loopback ones that requests may carry ("*": any).
     model_roots: folders a job's model may be a folder in (default none: Hugging Face ids only).
+    ray_address: run jobs as Ray tasks on this cluster ("auto": this machine's, started if none runs)
+        instead of local worker processes; the cluster must see ``root`` at the same path.
     """
     service = Service(root, token=token, max_upload_bytes=max_upload_bytes, device=device, cancel_grace_s=cancel_grace_s,
                       max_unpacked_bytes=max_unpacked_bytes, max_file_bytes=max_file_bytes, model_roots=model_roots,
-                      stop_grace_s=stop_grace_s)
+                      stop_grace_s=stop_grace_s, ray_address=ray_address, ray_cpus_per_job=ray_cpus_per_job)
     service.open()
 
     @contextlib.asynccontextmanager

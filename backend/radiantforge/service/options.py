@@ -36,6 +36,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="run every job on this device (auto, cpu, cuda, mps; default: the job's own setting)")
     parser.add_argument("--cancel-grace", type=float, default=DEFAULT_CANCEL_GRACE_S, help="seconds a cancelled job gets to checkpoint before it is killed")
     parser.add_argument("--stop-grace", type=float, default=DEFAULT_STOP_GRACE_S, help="on Ctrl+C or SIGTERM, seconds the running job gets to checkpoint (it resumes at the next start) before it is killed")
+    parser.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run submitted jobs as Ray tasks on a cluster "
+                        "(auto: this machine's, started if none runs; or head:6379), as many at once as it fits, "
+                        "instead of one local worker at a time; the job API is the same. Needs pip install "
+                        "\"radiantforge[ray]\" and a SHARED DISK: every Ray node must see --root (and any job folder "
+                        "submitted by path) at the same path")
+    parser.add_argument("--ray-cpus-per-job", type=int, default=1, metavar="N", help="with --ray on a cluster without "
+                        "GPUs, the CPUs each job takes (default 1; with GPUs each job takes one GPU)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -47,7 +54,8 @@ def serve_from_arguments(args: argparse.Namespace) -> int:
         serve(host=args.host, port=args.port, token=args.token, root=args.root, max_upload_mb=args.max_upload_mb,
               device=args.device, cancel_grace_s=args.cancel_grace, log_level=args.log_level,
               max_unpacked_mb=args.max_unpacked_mb, max_file_mb=args.max_file_mb, allowed_hosts=args.allow_host,
-              model_dirs=args.model_dir, stop_grace_s=args.stop_grace)
+              model_dirs=args.model_dir, stop_grace_s=args.stop_grace, ray_address=args.ray,
+              ray_cpus_per_job=args.ray_cpus_per_job)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -169,7 +169,7 @@ class Scheduler:
         with self._cond:
             if events_state in TERMINAL_STATES:
                 return events_state
-            if self._active is not None and self._active.job.id == job.id:
+            if self._runs(job.id):
                 return RUNNING
             if job.id in self._queue:
                 return QUEUED
@@ -180,18 +180,26 @@ class Scheduler:
         with self._cond:
             return self._queue.index(job_id) if job_id in self._queue else None
 
+    def _runs(self, job_id: str) -> bool:
+        """Whether a worker runs ``job_id`` now (called with the lock held)."""
+        return self._active is not None and self._active.job.id == job_id
+
     def worker_pid(self, job_id: str) -> int | None:
         with self._cond:
-            if self._active is not None and self._active.job.id == job_id:
+            if self._runs(job_id):
                 return self._active.process.pid
         return None
+
+    def describe(self) -> dict:
+        """Where jobs run, for /health."""
+        return {"kind": "local", "concurrent_jobs": 1}
 
     def wait_until_worker_exits(self, job_id: str, timeout: float) -> bool:
         """Wait (up to ``timeout`` s) until no worker runs ``job_id``; True when none does.
 
         A worker writes its job's final event a moment before its process ends."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._active is None or self._active.job.id != job_id, timeout)
+            return self._cond.wait_for(lambda: not self._runs(job_id), timeout)
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._cond:
@@ -218,7 +226,7 @@ class Scheduler:
         """A waiting job is cancelled at once; a running one is asked to stop (it checkpoints and
         ends with a 'cancelled' event) and killed if it has not ended after the grace period."""
         with self._cond:
-            if self._active is not None and self._active.job.id == job.id:
+            if self._runs(job.id):
                 self._cancel_requested.setdefault(job.id, time.monotonic())
                 request_cancel(job.job_dir)
                 self._cond.notify_all()
@@ -237,29 +245,41 @@ class Scheduler:
                 if self._stopping:
                     return
                 try:
-                    if self._active is not None:
-                        self._watch_active()
-                    if self._active is None and self._queue:
-                        self._start_next()
+                    self._step()
                 except Exception:  # never let one bad job stop the queue
                     log.exception("scheduler error")
                 self._cond.wait(_POLL_S)
 
-    def _start_next(self) -> None:
+    def _step(self) -> None:
+        """One look at the running job and the queue (with the lock held)."""
+        if self._active is not None:
+            self._watch_active()
+        if self._active is None and self._queue:
+            self._start_next()
+
+    def _next_startable(self) -> StoredJob | None:
+        """Take the next job of the queue that is still to run, its stale stop requests cleared; None when
+        the head of the queue was not (a deleted folder, a job that has ended meanwhile)."""
         job_id = self._queue.pop(0)
         job = self.store.get(job_id)
         if job is None:
-            return
+            return None
         if not job.job_dir.is_dir():
             # Writing an error event would create the folder again: state() reports it instead.
             log.warning("job %s: its folder %s no longer exists; not starting it", job.id, job.job_dir)
-            return
+            return None
         job.events.refresh()
         if job.events.state in TERMINAL_STATES:
-            return
+            return None
         job.record_dir.mkdir(parents=True, exist_ok=True)
         # Stop requests of an earlier run are stale; any made from now on are for this worker.
         clear_stop_files(job.job_dir)
+        return job
+
+    def _start_next(self) -> None:
+        job = self._next_startable()
+        if job is None:
+            return
         log_file = open(job.worker_log, "ab")
         log_start = log_file.tell()
         popen_options: dict = {}

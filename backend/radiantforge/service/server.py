@@ -80,7 +80,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None 
           cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S, log_level: str = "info", *,
           max_unpacked_mb: float = DEFAULT_MAX_UNPACKED_MB, max_file_mb: float = DEFAULT_MAX_FILE_MB,
           allowed_hosts: list[str] | tuple[str, ...] = (), model_dirs: list[str] | tuple[str, ...] = (),
-          stop_grace_s: float = DEFAULT_STOP_GRACE_S) -> None:
+          stop_grace_s: float = DEFAULT_STOP_GRACE_S, ray_address: str | None = None, ray_cpus_per_job: int = 1) -> None:
     """Run the service until interrupted (Ctrl+C or SIGTERM stop it cleanly).
 
     host, port: where to listen; port 0 picks a free port. Listening beyond loopback needs a token.
@@ -96,6 +96,10 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None 
     model_dirs: folders a job's ``model`` may name a folder in (besides Hugging Face ids in the cache).
     stop_grace_s: on Ctrl+C or SIGTERM, how long the running job gets to checkpoint and stop
         (it resumes at the next start) before its worker is killed.
+    ray_address: run jobs as Ray tasks on this cluster ("auto": this machine's, started if none runs),
+        several at once, instead of one local worker process at a time. The Ray nodes must see the
+        service's ``root`` (and any job folder submitted by path) at the same path: a shared disk.
+    ray_cpus_per_job: the CPUs a job's Ray task takes on a cluster without GPUs.
 
     Prints ``Radiant Forge service listening on <url>`` and, while it runs, keeps
     ``root/service.json`` ({url, host, port, pid, version, api_version}) for a client that
@@ -120,6 +124,10 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None 
         if not Path(folder).expanduser().is_dir():
             raise InputError("no such folder; --model-dir names a folder that holds model folders", file=folder,
                              field="model_dir")
+    if ray_address is not None and not ray_address.strip():
+        raise InputError("expected auto or a Ray cluster address (head:6379)", field="--ray")
+    if ray_cpus_per_job < 1:
+        raise InputError(f"expected at least 1 CPU per job, got {ray_cpus_per_job}", field="--ray-cpus-per-job")
     root = Path(root).expanduser() if root is not None else default_root()
     bind_host = host if host not in ("0.0.0.0", "::", "") else None
     app = create_app(root, token=token, max_upload_bytes=int(max_upload_mb * MIB), device=device,
@@ -127,7 +135,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None 
                      max_file_bytes=int(max_file_mb * MIB),
                      allowed_hosts=[*allowed_hosts, *([bind_host] if bind_host else [])],
                      model_roots=[Path(folder).expanduser().resolve() for folder in model_dirs],
-                     stop_grace_s=stop_grace_s)
+                     stop_grace_s=stop_grace_s, ray_address=ray_address, ray_cpus_per_job=ray_cpus_per_job)
     service = app.state.service
     sock = _bind(host, port)
     actual_port = sock.getsockname()[1]
