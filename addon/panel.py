@@ -200,6 +200,32 @@ class RADIANTFORGE_PT_text_to_3d_advanced(RadiantForgeSettingsPanel, bpy.types.P
             _draw_props(layout.column(heading=heading), props.text3d, names)
 
 
+class RADIANTFORGE_PT_batch(RadiantForgePanel, bpy.types.Panel):
+    """Many jobs at once (addon/batch.py): from a batch file or the selected meshes, each entry's state listed."""
+
+    bl_label = "Batch"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        from . import batch
+
+        row = self.layout.row(align=True)
+        row.operator("radiant_forge.batch_from_file", icon="FILE_TEXT")
+        row.operator("radiant_forge.batch_from_selection", icon="MESH_DATA")
+        run = batch.current_batch()
+        if run is None:
+            return
+        column = self.layout.column(align=True)
+        if run.error:
+            column.label(text=run.error[:200], icon="ERROR")
+        for label, state in batch.batch_rows(run.entries):
+            split = column.split(factor=0.6)
+            split.label(text=label)
+            split.label(text=state)
+        if not run.done:
+            self.layout.operator("radiant_forge.batch_cancel", icon="CANCEL")
+
+
 def draw_status_bar(self, context):
     """Appended to the status bar: the running job's progress."""
     status = _job_status(context)
@@ -210,4 +236,4 @@ def draw_status_bar(self, context):
 
 
 CLASSES = (RADIANTFORGE_PT_main, RADIANTFORGE_PT_capture, RADIANTFORGE_PT_gaussians, RADIANTFORGE_PT_texture,
-           RADIANTFORGE_PT_text_to_3d, RADIANTFORGE_PT_text_to_3d_advanced)
+           RADIANTFORGE_PT_text_to_3d, RADIANTFORGE_PT_text_to_3d_advanced, RADIANTFORGE_PT_batch)

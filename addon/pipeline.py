@@ -163,7 +163,12 @@ def guided_params(settings: bpy.types.PropertyGroup, empty_prompt_hint: str) -> 
     prompt = settings.prompt.strip()
     if not prompt:
         raise JobError(f"the prompt is empty: {empty_prompt_hint}")
-    params: dict[str, Any] = {"prompt": prompt, "negative_prompt": settings.negative_prompt.strip()}
+    return {"prompt": prompt, **guided_settings_params(settings)}
+
+
+def guided_settings_params(settings: bpy.types.PropertyGroup) -> dict[str, Any]:
+    """A guided job's parameters from its settings group without the prompt (a batch file brings its own)."""
+    params: dict[str, Any] = {"negative_prompt": settings.negative_prompt.strip()}
     params.update({prop.identifier: getattr(settings, prop.identifier) for prop in settings.bl_rna.properties
                    if prop.type in ("INT", "FLOAT")})
     if settings.model.strip():
