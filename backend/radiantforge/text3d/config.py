@@ -14,11 +14,15 @@ from ..config_checks import (MAX_GUIDED_STEPS, MAX_MLP_DEPTH, MAX_MLP_WIDTH, MAX
                              check_boolean, check_choice, check_colour, check_integer, check_number, check_range)
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError, quoted
+from ..gaussians.rasterizers import RASTERIZER_CHOICES
 from ..guidance.sds import ANNEAL_SCHEDULES, MODES, SPACES, WEIGHTINGS
 from ..nerf.field import BACKGROUND_MODES, ENCODINGS
 from ..nerf.render import NORMAL_DIFFERENCES, SHADING_MODES
 
 ELEVATION_SAMPLING = ("uniform_angle", "uniform_area")
+# "nerf": DreamFusion (a NeRF, the default); "gaussians": DreamGaussian (3D Gaussians, then a mesh).
+REPRESENTATIONS = ("nerf", "gaussians")
+MAX_GAUSSIANS = 2_000_000
 # Limits that keep a run within a laptop's memory; SD's own image size is 512.
 MAX_RESOLUTION = 512
 MAX_SAMPLES = 1024
@@ -73,6 +77,17 @@ class Text3DConfig:
       texture_size (baked albedo texture).
     Turntables
       turntable_frames, turntable_resolution, turntable_elevation_deg, turntable_shading.
+    Representation
+      representation: "nerf" (everything above) or "gaussians" (DreamGaussian: Gaussians in a ball of
+        blob_radius optimised with the same SDS, cameras and view-dependent prompts, rendered in albedo
+        over a random background, or background_color when background is "fixed"; see
+        :mod:`radiantforge.text3d.gaussian_path`). The NeRF-only fields (encoding, MLPs, shading,
+        regularisers, occupancy, density_threshold) are then unused.
+      gaussian_count: Gaussians at the start; max_gaussians: the densification cap;
+      gaussian_position_lr: Adam's rate for the positions (metres), decaying 50x over the run (the
+        other parameters use DreamGaussian's fixed rates); gaussian_grow_grad2d: the mean view-space
+        gradient above which a Gaussian is cloned or split; rasterizer: "auto" (native on the
+        CPU, gsplat on CUDA), "native", "torch" or "gsplat".
     Bookkeeping
       device; checkpoint_every (0: only on cancel and at the end); progress_every, preview_every
       (None: about 100 progress events and 10 previews per run).
@@ -139,6 +154,13 @@ class Text3DConfig:
     turntable_resolution: int = 128
     turntable_elevation_deg: float = 20.0
     turntable_shading: str = "albedo"
+
+    representation: str = "nerf"
+    gaussian_count: int = 4096
+    max_gaussians: int = 50000
+    gaussian_position_lr: float = 1e-3
+    gaussian_grow_grad2d: float = 2e-4
+    rasterizer: str = "auto"
 
     device: str = "auto"
     checkpoint_every: int = 200
@@ -216,6 +238,16 @@ class Text3DConfig:
         check_number(self, "turntable_elevation_deg", low=-90.0, high=90.0)
         check_choice(self, "turntable_shading", SHADING_MODES)
 
+        check_choice(self, "representation", REPRESENTATIONS)
+        check_integer(self, "gaussian_count", 1, MAX_GAUSSIANS)
+        check_integer(self, "max_gaussians", 1, MAX_GAUSSIANS)
+        if self.max_gaussians < self.gaussian_count:
+            raise InputError(f"must be at least gaussian_count={self.gaussian_count}, got {self.max_gaussians}",
+                             field="max_gaussians")
+        check_number(self, "gaussian_position_lr", low=0.0, low_open=True)
+        check_number(self, "gaussian_grow_grad2d", low=0.0, low_open=True)
+        check_choice(self, "rasterizer", RASTERIZER_CHOICES)
+
         if not isinstance(self.device, str) or self.device.split(":")[0].lower() not in DEVICE_CHOICES:
             raise InputError(f"expected one of {', '.join(DEVICE_CHOICES)}, got {quoted(self.device)}", field="device")
         check_integer(self, "checkpoint_every", 0)
@@ -237,7 +269,7 @@ class Text3DConfig:
 RESUMABLE_FIELDS = frozenset({
     "device", "checkpoint_every", "progress_every", "preview_every", "mesh_resolution", "density_threshold",
     "min_component_ratio", "target_faces", "texture_size", "turntable_frames", "turntable_resolution",
-    "turntable_elevation_deg", "turntable_shading",
+    "turntable_elevation_deg", "turntable_shading", "rasterizer",
 })
 FIELD_NAMES = tuple(f.name for f in fields(Text3DConfig))
 

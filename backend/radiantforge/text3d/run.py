@@ -58,6 +58,7 @@ from .evaluate import mesh_chamfer, silhouette_iou
 RESULT_KIND = "text3d"
 CHECKPOINT_FILE = "text3d_checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+GAUSSIAN_CHECKPOINT_FORMAT = 1  # .gaussian_path's checkpoints (same file name, their own kind)
 MESH_NAME = "mesh"  # mesh.glb, mesh.obj, mesh.mtl, mesh.png
 METRICS_FILE = "metrics.json"
 TURNTABLE_NAME = "turntable"
@@ -85,7 +86,8 @@ FALLBACK_SURFACE_FRACTION = 0.5
 class Text3DResult:
     """A finished text-to-3D run.
 
-    field: the optimised NeRF (on the CPU). mesh: the extracted textured mesh (world space, Z up).
+    field: the optimised NeRF (on the CPU), or the optimised Gaussians (a GaussianSplats) when
+    ``representation="gaussians"``. mesh: the extracted textured mesh (world space, Z up).
     metrics: what metrics.json holds. out_dir: the result folder. files: role -> path.
     """
 
@@ -414,10 +416,21 @@ def held_out_metrics(state: _State, config: Text3DConfig, target, device: torch.
     The views are rendered at ``turntable_resolution``: silhouettes at a training size of 32-64 px
     are dominated by half-covered edge pixels, which says more about the pixel grid than the shape.
     """
+    def render_ring(cameras: Cameras) -> tuple[Tensor, Tensor]:
+        rgb, opacity, _ = render_views(state.field, cameras, config, state.occupancy, "albedo", device)
+        return rgb, opacity
+
+    return ring_metrics(render_ring, config, target)
+
+
+def ring_metrics(render_ring: Callable[[Cameras], tuple[Tensor, Tensor]], config: Text3DConfig,
+                 target) -> dict[str, Any]:
+    """:func:`held_out_metrics` for any representation: ``render_ring(cameras)`` -> (rgb (C, H, W, 3)
+    over ``background_color``, opacity (C, H, W)) on the CPU."""
     azimuths = torch.arange(HELD_OUT_AZIMUTHS, dtype=torch.float32) * (360.0 / HELD_OUT_AZIMUTHS) + 180.0 / HELD_OUT_AZIMUTHS
     elevations = torch.tensor(HELD_OUT_ELEVATIONS_DEG).repeat(HELD_OUT_AZIMUTHS // len(HELD_OUT_ELEVATIONS_DEG) + 1)
     cameras = ring_cameras(config, azimuths, elevations[:HELD_OUT_AZIMUTHS], config.turntable_resolution)
-    rgb, opacity, _ = render_views(state.field, cameras, config, state.occupancy, "albedo", device)
+    rgb, opacity = render_ring(cameras)
     metrics: dict[str, Any] = {}
     background = torch.tensor(config.background_color)
     with torch.no_grad():
@@ -437,10 +450,31 @@ def _write_result(config: Text3DConfig, state: _State, out_dir: Path, device: to
     extract_started = time.perf_counter()
     mesh, level = extract_mesh(state.field, config, state.occupancy, events)
     extract_seconds = time.perf_counter() - extract_started
+    events.emit("info", message="rendering the turntables")
+    frames, depth_frames = turntable_frames(state, config, device)
+    metrics = {
+        "steps": state.step, "train_seconds": round(state.elapsed, 3),
+        "seconds_per_step": round(state.elapsed / max(state.step, 1), 4),
+        "mesh_seconds": round(extract_seconds, 3), "n_faces": mesh.num_faces, "n_vertices": len(mesh.vertices),
+        "density_threshold": level, "occupied_fraction": state.occupancy.occupied_fraction,
+        "resolution": config.resolution, "guidance": guidance_name, "sds_space": config.sds_space,
+        "sds_mode": config.sds_mode, "device": str(device), "prompt": config.prompt, "history": state.history,
+    }
+    if oracle is not None:
+        metrics.update(held_out_metrics(state, config, oracle.target, device))
+    roles = write_result_folder(config, out_dir, mesh, frames, depth_frames, metrics, oracle, overwrite)
+    return Text3DResult(state.field.cpu(), mesh.to("cpu"), metrics, out_dir, roles, state.elapsed, state.history)
+
+
+def write_result_folder(config: Text3DConfig, out_dir: Path, mesh: TriangleMesh, frames: list, depth_frames: list,
+                        metrics: dict[str, Any], oracle: Text3DOracle | None, overwrite: bool) -> dict[str, Path]:
+    """The result folder of either representation (mesh files, turntables, preview, metrics.json with the
+    mesh's chamfer distance when the oracle knows the object, result.json); returns role -> path."""
+    if oracle is not None and isinstance(oracle.target, MeshTarget):
+        distances = mesh_chamfer(mesh, oracle.target.mesh, CHAMFER_SAMPLES, config.seed)
+        metrics.update({f"mesh_{name}": value for name, value in distances.items()})
     with partial_result(out_dir, replace_finished=overwrite) as partial:
         mesh_files = export_textured_mesh(mesh, partial, MESH_NAME)
-        events.emit("info", message="rendering the turntables")
-        frames, depth_frames = turntable_frames(state, config, device)
         turntable = media.write_turntable(partial, frames, name=TURNTABLE_NAME)
         depth_turntable = media.write_turntable(partial, depth_frames, name=DEPTH_TURNTABLE_NAME)
         media.write_png(partial / PREVIEW_FILE, media.side_by_side(frames[0], depth_frames[0]))
@@ -449,30 +483,17 @@ def _write_result(config: Text3DConfig, state: _State, out_dir: Path, device: to
             {"path": mesh_files["obj"].name, "role": "mesh_obj", "description": "the same mesh (Wavefront OBJ)"},
             {"path": mesh_files["mtl"].name, "role": "material", "description": "the OBJ's material"},
             {"path": mesh_files["texture"].name, "role": "texture", "description": "the baked albedo texture (OBJ / Blender UVs)"},
-            {"path": PREVIEW_FILE, "role": "preview", "description": "the field from the front: colour | depth"},
+            {"path": PREVIEW_FILE, "role": "preview", "description": f"the {config.representation} from the front: colour | depth"},
         ]
         for kind, path in turntable.items():
             files.append({"path": Path(path).name, "role": "turntable", "description": f"RGB turntable ({kind})"})
         for kind, path in depth_turntable.items():
             files.append({"path": Path(path).name, "role": "depth", "description": f"depth turntable ({kind})"})
-        metrics = {
-            "steps": state.step, "train_seconds": round(state.elapsed, 3),
-            "seconds_per_step": round(state.elapsed / max(state.step, 1), 4),
-            "mesh_seconds": round(extract_seconds, 3), "n_faces": mesh.num_faces, "n_vertices": len(mesh.vertices),
-            "density_threshold": level, "occupied_fraction": state.occupancy.occupied_fraction,
-            "resolution": config.resolution, "guidance": guidance_name, "sds_space": config.sds_space,
-            "sds_mode": config.sds_mode, "device": str(device), "prompt": config.prompt, "history": state.history,
-        }
-        if oracle is not None:
-            metrics.update(held_out_metrics(state, config, oracle.target, device))
-            if isinstance(oracle.target, MeshTarget):
-                distances = mesh_chamfer(mesh, oracle.target.mesh, CHAMFER_SAMPLES, config.seed)
-                metrics.update({f"mesh_{name}": value for name, value in distances.items()})
         write_json(partial / METRICS_FILE, metrics)
         files.append({"path": METRICS_FILE, "role": "metrics", "description": "run statistics"})
         files.append({"path": RESULT_FILE, "role": "result", "description": "this index of the result files"})
         summary_keys = ("steps", "train_seconds", "n_faces", "guidance", "held_out_psnr", "held_out_silhouette_iou",
-                        "mesh_chamfer")
+                        "mesh_chamfer", "representation", "n_gaussians")
         result = {
             "kind": RESULT_KIND,
             "files": files,
@@ -486,7 +507,54 @@ def _write_result(config: Text3DConfig, state: _State, out_dir: Path, device: to
              "preview": out_dir / PREVIEW_FILE, "metrics": out_dir / METRICS_FILE, "result": out_dir / RESULT_FILE}
     roles.update({f"turntable_{kind}": out_dir / Path(path).name for kind, path in turntable.items()})
     roles.update({f"depth_{kind}": out_dir / Path(path).name for kind, path in depth_turntable.items()})
-    return Text3DResult(state.field.cpu(), mesh.to("cpu"), metrics, out_dir, roles, state.elapsed, state.history)
+    return roles
+
+
+def _generate_with_gaussians(config: Text3DConfig, out_dir: Path, checkpoint_dir: Path, payload: dict | None,
+                             model, conditioner, guidance_name: str, device: torch.device, preview_dir: Path,
+                             events: EventLog, should_stop, overwrite: bool) -> Text3DResult:
+    """The ``representation="gaussians"`` run (:mod:`.gaussian_path`), into the same result folder."""
+    from . import gaussian_path
+
+    rasterizer = gaussian_path.prepare(config, device, events)
+    if payload is not None:
+        state = gaussian_path.load_state(payload, config, device)
+        events.emit("info", message=f"resuming from step {state.step} of {config.steps}", step=state.step)
+    else:
+        state = gaussian_path.fresh_state(config, device)
+    gaussian_path.optimise(config, state, model, conditioner, device, checkpoint_path(checkpoint_dir), preview_dir,
+                           events, should_stop, rasterizer)
+    events.emit("info", message="extracting the mesh (opacity lattice, marching cubes, UVs, back-projected texture)")
+    splats = state.splats()
+    extract_started = time.perf_counter()
+    mesh, level = gaussian_path.extract_gaussian_mesh(splats, config, rasterizer)
+    extract_seconds = time.perf_counter() - extract_started
+    events.emit("info", message="rendering the turntables")
+    azimuths = torch.arange(config.turntable_frames, dtype=torch.float32) * (360.0 / config.turntable_frames)
+    cameras = ring_cameras(config, azimuths, torch.full_like(azimuths, config.turntable_elevation_deg),
+                           config.turntable_resolution)
+    seen = gaussian_path.as_seen_in_training(state.params, config)
+    rgb, opacity, depth = gaussian_path.render_splat_views(seen, cameras, config.background_color,
+                                                           rasterizer, device)
+    depth_frames = [media.depth_to_rgb(d[..., None], a[..., None]) for d, a in zip(depth, opacity)]
+    metrics = {
+        "representation": "gaussians", "steps": state.step, "train_seconds": round(state.elapsed, 3),
+        "seconds_per_step": round(state.elapsed / max(state.step, 1), 4), "mesh_seconds": round(extract_seconds, 3),
+        "n_faces": mesh.num_faces, "n_vertices": len(mesh.vertices), "n_gaussians": state.count,
+        "surface_level": level, "resolution": config.resolution, "guidance": guidance_name,
+        "sds_space": config.sds_space, "sds_mode": config.sds_mode, "device": str(device),
+        "rasterizer": rasterizer.name, "prompt": config.prompt, "history": state.history,
+    }
+    oracle = conditioner.oracle if isinstance(conditioner, OracleConditioner) else None
+    if oracle is not None:
+        def render_ring(ring: Cameras) -> tuple[Tensor, Tensor]:
+            ring_rgb, ring_opacity, _ = gaussian_path.render_splat_views(seen, ring, config.background_color,
+                                                                         rasterizer, device)
+            return ring_rgb, ring_opacity
+
+        metrics.update(ring_metrics(render_ring, config, oracle.target))
+    roles = write_result_folder(config, out_dir, mesh, list(rgb), depth_frames, metrics, oracle, overwrite)
+    return Text3DResult(splats, mesh.to("cpu"), metrics, out_dir, roles, state.elapsed, state.history)
 
 
 # --------------------------------------------------------------------------------------- the API
@@ -524,18 +592,23 @@ def generate_3d(
     check_out_dir(out_dir, overwrite)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     device = resolve_device(config.device)
-    payload = read_checkpoint(checkpoint_path(checkpoint_dir), kind="text-to-3D",
-                              version=CHECKPOINT_FORMAT) if resume else None
+    gaussians = config.representation == "gaussians"
+    payload = read_checkpoint(checkpoint_path(checkpoint_dir), kind="text-to-3D (Gaussians)" if gaussians else "text-to-3D",
+                              version=GAUSSIAN_CHECKPOINT_FORMAT if gaussians else CHECKPOINT_FORMAT) if resume else None
     if payload is not None:
         check_same_config(payload["config"], config, RESUMABLE_FIELDS, checkpoint_path(checkpoint_dir))
     model, conditioner, guidance_name = make_guidance(guidance, config, device)
     # A finished result being replaced keeps its preview until the new result is complete.
     preview_dir = checkpoint_dir if (out_dir / RESULT_FILE).is_file() else out_dir
-    events.emit("info", message=f"generating {config.prompt!r} with {guidance_name} on {device}: {config.steps} steps at "
+    events.emit("info", message=f"generating {config.prompt!r} ({config.representation}) with {guidance_name} on {device}: "
+                                f"{config.steps} steps at "
                                 f"{config.resolution}x{config.resolution}", device=str(device), guidance=guidance_name)
 
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the caller's global RNG is left as it was
+        if config.representation == "gaussians":
+            return _generate_with_gaussians(config, out_dir, checkpoint_dir, payload, model, conditioner, guidance_name,
+                                            device, preview_dir, events, should_stop, overwrite)
         if payload is not None:
             state = _load_state(payload, config, device)
             events.emit("info", message=f"resuming from step {state.step} of {config.steps}", step=state.step)
