@@ -232,6 +232,17 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .gaussians.formats import convert_splats
+
+    summary = convert_splats(args.input, args.output)
+    note = ""
+    if summary["sh_degree_written"] < summary["sh_degree"]:
+        note = f" (SH degree {summary['sh_degree']} dropped to {summary['sh_degree_written']}: the format has no more)"
+    print(f"wrote {summary['count']:,} splats to {args.output}{note}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from .jobs import checkpoint_info, describe_checkpoint, read_job_spec, run_job
 
@@ -350,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     _add_rasterizer_argument(p)
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("convert", help="convert splats between .ply (3DGS), .spz, .splat, .glb/.gltf "
+                                       "(KHR_gaussian_splatting); formats by suffix")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("run", help="run a job folder, or continue one that stopped (this is what the service's workers run)")
     p.add_argument("job_dir")
