@@ -22,13 +22,14 @@ def register():
     import bpy
 
     from . import panel, properties
-    from .operators import importing
+    from .operators import exporting, importing
 
     for cls in _classes():
         bpy.utils.register_class(cls)
         _registered_classes.append(cls)
     properties.register_properties()
     bpy.types.TOPBAR_MT_file_import.append(importing.menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(exporting.menu_export)
     bpy.types.STATUSBAR_HT_header.append(panel.draw_status_bar)
     from . import viewport
     viewport.register()
@@ -38,7 +39,7 @@ def unregister():
     import bpy
 
     from . import backend_process, panel, properties, session
-    from .operators import importing
+    from .operators import exporting, importing
 
     session.stop_active_job()
     backend_process.stop_local_backend()
@@ -46,6 +47,7 @@ def unregister():
     viewport.unregister()
     bpy.types.STATUSBAR_HT_header.remove(panel.draw_status_bar)
     bpy.types.TOPBAR_MT_file_import.remove(importing.menu_import)
+    bpy.types.TOPBAR_MT_file_export.remove(exporting.menu_export)
     properties.unregister_properties()
     while _registered_classes:
         bpy.utils.unregister_class(_registered_classes.pop())

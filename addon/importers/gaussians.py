@@ -26,6 +26,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from ..io import splat_formats
 from ..io.ply import PlyError, read_ply
 
 SH_C0 = 0.28209479177387814  # degree-0 real spherical-harmonic constant (3DGS colour encoding)
@@ -99,6 +100,15 @@ def read_gaussian_ply(filepath: str | os.PathLike) -> tuple[list[str], dict[str,
     return names, columns
 
 
+def read_splat_file(filepath: str | os.PathLike) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Like :func:`read_gaussian_ply` for any splat format: .ply, or .spz / .splat / .glb / .gltf
+    (``io.splat_formats``, converted to the 3DGS PLY columns). Raises ValueError naming the file."""
+    if Path(filepath).suffix.lower() == ".ply":
+        return read_gaussian_ply(filepath)
+    columns = splat_formats.to_ply_columns(splat_formats.read_splats(filepath))
+    return list(columns), columns
+
+
 def read_splat_columns(mesh: bpy.types.Mesh) -> dict[str, np.ndarray] | None:
     """The 3DGS columns ({name: (N,) float32}) of an imported splat mesh, as it is now (after edits), or None.
 
@@ -133,7 +143,8 @@ def sh_degree_of(property_names: list[str]) -> int:
 def import_gaussians(filepath: str | os.PathLike, *, collection: bpy.types.Collection | None = None,
                      name: str | None = None, display: str = "AUTO",
                      splat_size: float = DEFAULT_SPLAT_SIZE) -> bpy.types.Object:
-    """Import the 3DGS PLY at ``filepath`` as one object linked to ``collection`` (default: the scene's).
+    """Import the splat file at ``filepath`` (3DGS PLY, SPZ, .splat, glTF with KHR_gaussian_splatting) as one
+    object linked to ``collection`` (default: the scene's).
 
     display: "AUTO" (points above LARGE_SPLAT_COUNT splats, else ellipsoids), "ELLIPSOIDS" or "POINTS";
     it can be switched later on the modifier. Returns the new object.
@@ -141,7 +152,7 @@ def import_gaussians(filepath: str | os.PathLike, *, collection: bpy.types.Colle
     if display not in DISPLAY_MODES:
         raise ValueError(f"display: expected one of {', '.join(DISPLAY_MODES)}, got {display!r}")
     filepath = Path(filepath)
-    names, columns = read_gaussian_ply(filepath)
+    names, columns = read_splat_file(filepath)
     count = len(columns["x"])
     name = name or filepath.stem
 

@@ -14,6 +14,7 @@ from ..importers.results import ImportOptions, import_result
 from ..io.job_folder import JobError
 from ..io.ply import PlyError
 from ..properties import DISPLAY_ITEMS
+from .exporting import RADIANTFORGE_OT_export_splats
 
 
 def _select_only(context, obj) -> None:
@@ -31,14 +32,14 @@ def _select_only(context, obj) -> None:
 
 
 class RADIANTFORGE_OT_import_gaussians(bpy.types.Operator, ImportHelper):
-    """Import a 3D Gaussian Splatting PLY (any standard 3DGS file) as one point-cloud object"""
+    """Import Gaussian splats (3DGS PLY, SPZ, .splat, glTF with KHR_gaussian_splatting) as one point-cloud object"""
 
     bl_idname = "radiant_forge.import_gaussians"
-    bl_label = "Import Gaussian Splats (.ply)"
+    bl_label = "Import Gaussian Splats"
     bl_options = {"REGISTER", "UNDO"}
 
     filename_ext = ".ply"
-    filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
+    filter_glob: StringProperty(default="*.ply;*.spz;*.splat;*.glb;*.gltf", options={"HIDDEN"})
     display: EnumProperty(name="Display", items=DISPLAY_ITEMS, default="AUTO")
     splat_size: FloatProperty(name="Splat Size", default=gaussian_importer.DEFAULT_SPLAT_SIZE, min=0.0, soft_max=4.0,
                               description="Ellipsoid semi-axes in standard deviations")
@@ -127,7 +128,9 @@ class RADIANTFORGE_OT_import_result(bpy.types.Operator):
 
 
 def menu_import(self, context):
-    self.layout.operator(RADIANTFORGE_OT_import_gaussians.bl_idname, text="Gaussian Splats (.ply)")
+    self.layout.operator(RADIANTFORGE_OT_import_gaussians.bl_idname, text="Gaussian Splats (.ply, .spz, .splat, .glb)")
 
 
-CLASSES = (RADIANTFORGE_OT_import_gaussians, RADIANTFORGE_OT_import_turntable, RADIANTFORGE_OT_import_result)
+# The export operator (operators/exporting.py) registers with these.
+CLASSES = (RADIANTFORGE_OT_import_gaussians, RADIANTFORGE_OT_import_turntable, RADIANTFORGE_OT_import_result,
+           RADIANTFORGE_OT_export_splats)
