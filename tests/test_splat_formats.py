@@ -10,6 +10,7 @@ import base64
 import gzip
 import json
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -225,10 +226,17 @@ def test_bad_files_say_what_was_expected(tmp_path, train_splats):
     hostile = tmp_path / "hostile.spz"
     hostile.write_bytes(gzip.compress(struct.pack("<IIIBBBB", sf.SPZ_MAGIC, 3, 2 ** 31, 3, 12, 0, 0)))
     _expect_error(hostile, "claims 2147483648 points")
-    # A gzip bomb decompresses only up to the ratio bound.
+    # A gzip bomb (64 MiB of zeros after a one-point header) is inflated only as far as the header claims.
     bomb = tmp_path / "bomb.spz"
     bomb.write_bytes(gzip.compress(struct.pack("<IIIBBBB", sf.SPZ_MAGIC, 3, 1, 0, 12, 0, 0) + b"\0" * (64 << 20)))
-    _expect_error(bomb, "decompresses to more than")
+    tracemalloc.start()
+    assert len(sf.read_spz(bomb)) == 1
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20, peak
+    cut = tmp_path / "cut.spz"
+    cut.write_bytes(sf.spz_bytes(train_splats)[:8000])
+    _expect_error(cut, "SPZ data truncated: 1000 points of SH degree 3")
 
     plain = tmp_path / "mesh.gltf"
     plain.write_text(json.dumps({"asset": {"version": "2.0"}, "scenes": [{"nodes": [0]}],
@@ -260,6 +268,10 @@ def test_bad_files_say_what_was_expected(tmp_path, train_splats):
             "KHR_gaussian_splatting:OPACITY": 3, "KHR_gaussian_splatting:SH_DEGREE_0_COEF_0": 4},
             "extensions": {"KHR_gaussian_splatting": {"kernel": "ellipse"}}}]}]}))
     _expect_error(overrun, "run past its buffer view")
+    wrong_shape = json.loads(overrun.read_text())
+    wrong_shape["accessors"][0]["bufferView"] = 7
+    overrun.write_text(json.dumps(wrong_shape))
+    _expect_error(overrun, "malformed glTF")
 
 
 def test_cli_convert_every_format_back_to_ply(tmp_path, capsys):

@@ -309,31 +309,29 @@ def _spz_dim(degree: int) -> int:
     return (degree + 1) ** 2 - 1
 
 
-def _decompress_bounded(path: Path, data: bytes, limit: int, what: str) -> bytes:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = decompressor.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise SplatFormatError(path, f"{what}: corrupt gzip data ({exc})") from None
-    if len(out) > limit:
-        raise SplatFormatError(path, f"{what}: decompresses to more than the {limit} bytes its header allows")
-    return out
-
-
 def read_spz(path: str | os.PathLike) -> SplatArrays:
     path = Path(path)
     raw = _read_bytes(path)
     if raw[:2] == b"\x1f\x8b":
-        # Bound by the compression ratio before reading the header's claims.
-        body = _decompress_bounded(path, raw, len(raw) * SPZ_MAX_COMPRESSION_RATIO + 64, "gzip stream")
-        if len(body) < SPZ_LEGACY_HEADER.size:
-            raise SplatFormatError(path, f"SPZ header truncated: {len(body)} bytes after gzip, expected {SPZ_LEGACY_HEADER.size}")
-        magic, version, count, degree, fractional_bits, flags, _ = SPZ_LEGACY_HEADER.unpack_from(body)
-        if magic != SPZ_MAGIC:
-            raise SplatFormatError(path, f"bad SPZ magic 0x{magic:08x}, expected 0x{SPZ_MAGIC:08x} ('NGSP')")
-        if not 1 <= version <= 4:  # gzip version 4: SH degree 4 allowed, from writers before zstd streams
-            raise SplatFormatError(path, f"SPZ version {version} in a gzip file; expected 1 to 4")
-        streams = _split_legacy_streams(path, body[SPZ_LEGACY_HEADER.size:], version, count, degree)
+        # Inflate the header, then exactly the bytes it claims (itself bounded by the file's size):
+        # never more, whatever the gzip stream would expand to.
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            head = decompressor.decompress(raw, SPZ_LEGACY_HEADER.size)
+            if len(head) < SPZ_LEGACY_HEADER.size:
+                raise SplatFormatError(path, f"SPZ header truncated: {len(head)} bytes after gzip, "
+                                             f"expected {SPZ_LEGACY_HEADER.size}")
+            magic, version, count, degree, fractional_bits, flags, _ = SPZ_LEGACY_HEADER.unpack(head)
+            if magic != SPZ_MAGIC:
+                raise SplatFormatError(path, f"bad SPZ magic 0x{magic:08x}, expected 0x{SPZ_MAGIC:08x} ('NGSP')")
+            if not 1 <= version <= 4:  # gzip version 4: SH degree 4 allowed, from writers before zstd streams
+                raise SplatFormatError(path, f"SPZ version {version} in a gzip file; expected 1 to 4")
+            _check_spz_counts(path, count, degree, len(raw) * SPZ_MAX_COMPRESSION_RATIO)
+            sizes = _spz_legacy_sizes(version, count, degree)
+            body = decompressor.decompress(decompressor.unconsumed_tail, sum(sizes))
+        except zlib.error as exc:
+            raise SplatFormatError(path, f"corrupt gzip data ({exc})") from None
+        streams = _split_legacy_streams(path, body, sizes, count, degree)
     elif raw[:4] == b"NGSP":
         streams, version, count, degree, fractional_bits = _read_spz_v4(path, raw)
     else:
@@ -348,10 +346,13 @@ def _check_spz_counts(path: Path, count: int, degree: int, available: int) -> No
         raise SplatFormatError(path, f"SPZ header claims {count} points, which {available} data bytes cannot hold")
 
 
-def _split_legacy_streams(path: Path, data: bytes, version: int, count: int, degree: int) -> list[bytes]:
-    _check_spz_counts(path, count, degree, len(data))
-    sizes = [count * (6 if version == 1 else 9), count, count * 3, count * 3,
-             count * (4 if version >= 3 else 3), count * _spz_dim(degree) * 3]
+def _spz_legacy_sizes(version: int, count: int, degree: int) -> list[int]:
+    """Bytes of positions, alphas, colours, scales, rotations, SH in a gzip SPZ of ``version``."""
+    return [count * (6 if version == 1 else 9), count, count * 3, count * 3,
+            count * (4 if version >= 3 else 3), count * _spz_dim(degree) * 3]
+
+
+def _split_legacy_streams(path: Path, data: bytes, sizes: list[int], count: int, degree: int) -> list[bytes]:
     if sum(sizes) > len(data):
         raise SplatFormatError(path, f"SPZ data truncated: {count} points of SH degree {degree} need {sum(sizes)} bytes, "
                                      f"found {len(data)}")
@@ -702,6 +703,17 @@ def _splat_primitives(document: dict) -> list[tuple[dict, np.ndarray]]:
 def read_gltf(path: str | os.PathLike) -> SplatArrays:
     """Every KHR_gaussian_splatting primitive of the default scene, in Blender world space."""
     path = Path(path)
+    try:
+        return _read_gltf(path)
+    except SplatFormatError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        # JSON of the wrong shape (a string where an index goes, an index out of range ...).
+        raise SplatFormatError(path, f"malformed glTF: {type(exc).__name__}: {exc} (expected the glTF 2.0 "
+                                     "structure of buffers, bufferViews, accessors, meshes and nodes)") from None
+
+
+def _read_gltf(path: Path) -> SplatArrays:
     raw = _read_bytes(path)
     if raw[:4] == b"glTF":
         document, glb_binary = _parse_glb(path, raw)
