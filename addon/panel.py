@@ -16,7 +16,7 @@ SHOWN_METRICS = (("psnr", "PSNR", "{:.2f} dB"), ("ssim", "SSIM", "{:.3f}"), ("lp
 PREVIEW_SCALE = 8.0
 # The settings each guided-job panel shows, in order (names in scene.radiantforge.texture / .text3d).
 TEXTURE_SHOWN = ("prompt", "negative_prompt", "guidance_scale", "steps", "resolution", "texture_size", "seed", "model")
-TEXT3D_SHOWN = ("prompt", "negative_prompt", "steps", "seed", "resolution", "guidance_scale", "model")
+TEXT3D_SHOWN = ("prompt", "negative_prompt", "representation", "steps", "seed", "resolution", "guidance_scale", "model")
 TEXT3D_ADVANCED_SHOWN = (("Shading", ("latent_iter_ratio", "albedo_probability", "textureless_probability", "ambient")),
                          ("Regularisers", ("entropy_weight", "orientation_weight", "sparsity_weight")),
                          ("Mesh", ("target_faces", "texture_size")))

@@ -173,6 +173,8 @@ def guided_settings_params(settings: bpy.types.PropertyGroup) -> dict[str, Any]:
                    if prop.type in ("INT", "FLOAT")})
     if settings.model.strip():
         params["model"] = settings.model.strip()
+    if hasattr(settings, "representation"):  # Text-to-3D only: "nerf" or "gaussians"
+        params["representation"] = settings.representation.lower()
     return params
 
 

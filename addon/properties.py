@@ -63,6 +63,11 @@ DEFAULT_TEXT3D_RESOLUTION = 64
 DEFAULT_TEXT3D_FACES = 20000
 DEFAULT_TEXT3D_TEXTURE_SIZE = 1024
 
+# Text-to-3D representations (the backend's Text3DConfig.representation, lower case).
+REPRESENTATION_ITEMS = [
+    ("NERF", "NeRF", "DreamFusion: a neural field optimised with the diffusion model, then a mesh (the default)"),
+    ("GAUSSIANS", "Gaussians", "DreamGaussian: 3D Gaussians optimised the same way, then a mesh; faster"),
+]
 TEXTURE_TARGET_ITEMS = [
     ("COPY", "New Copy", "Texture a copy of the object (with its own mesh); the original is left as it is"),
     ("SAME", "Same Object", "Put the new material on the selected object itself; its existing materials are kept"),
@@ -103,6 +108,8 @@ class RadiantForgeText3DSettings(_GuidedJobSettings, bpy.types.PropertyGroup):
     name (a backend Text3DConfig field)."""
 
     prompt: StringProperty(name="Prompt", default="", description="What to make, e.g. 'a ceramic teapot'")
+    representation: EnumProperty(name="Representation", items=REPRESENTATION_ITEMS, default="NERF",
+                                 description="What is optimised before the mesh is made")
     steps: IntProperty(name="Steps", default=DEFAULT_TEXT3D_STEPS, min=1, soft_max=20000,
                        description="Optimisation steps")
     seed: IntProperty(name="Seed", default=0, min=0, description="Random seed (field, cameras, noise)")

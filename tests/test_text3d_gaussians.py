@@ -156,3 +156,47 @@ def test_bad_gaussian_settings_name_the_field(overrides, field, tmp_path):
         generate_3d("a teapot", tmp_path / "out", **{"representation": "gaussians", **overrides})
     assert error.value.field == field and field in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_and_batch_files_choose_the_representation(tmp_path):
+    from radiantforge import cli
+    from radiantforge.batch.entries import read_batch
+
+    args = cli.build_parser().parse_args(["text3d", "--prompt", "a cow", "--out", str(tmp_path / "cow"), "--representation",
+                                          "gaussians"])
+    assert cli._text3d_overrides(args)["representation"] == "gaussians"
+    with pytest.raises(SystemExit):  # argparse names the flag and its choices
+        cli.build_parser().parse_args(["text3d", "--prompt", "a cow", "--out", str(tmp_path / "cow"), "--representation", "mesh"])
+
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"kind": "text3d", "prompt": "a cow", "params": {"representation": "gaussians"}}\n')
+    assert read_batch(batch, check_models=False)[0].config().representation == "gaussians"
+    batch.write_text('{"kind": "text3d", "prompt": "a cow", "params": {"representation": "mesh"}}\n')
+    with pytest.raises(InputError) as error:
+        read_batch(batch, check_models=False)
+    assert error.value.field == "params.representation"
+
+
+ADDON_SCRIPT = """
+import bpy
+import radiantforge_addon
+from radiantforge_addon import panel, pipeline
+
+bpy.ops.wm.read_factory_settings(use_empty=True)
+radiantforge_addon.register()
+settings = bpy.context.scene.radiantforge.text3d
+settings.prompt = "a cow"
+default = pipeline.text3d_params(bpy.context.scene)["representation"]
+settings.representation = "GAUSSIANS"
+report({"default": default, "chosen": pipeline.text3d_params(bpy.context.scene)["representation"],
+        "batch": pipeline.guided_settings_params(settings)["representation"],
+        "shown": "representation" in panel.TEXT3D_SHOWN})
+"""
+
+
+def test_addon_text3d_panel_sends_the_representation(tmp_path):
+    from blender_helpers import run_bpy
+
+    outcome = run_bpy(ADDON_SCRIPT, tmp_path)
+    assert outcome == {"default": "nerf", "chosen": "gaussians", "batch": "gaussians", "shown": True}
+    assert Text3DConfig(prompt="a cow", representation=outcome["chosen"]).representation == "gaussians"  # checked

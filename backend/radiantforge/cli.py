@@ -128,7 +128,7 @@ def cmd_texture(args) -> int:
 
 # Text-to-3D options with their own flags; any other Text3DConfig field goes through --set NAME=VALUE.
 TEXT3D_FLAG_NAMES = ("negative_prompt", "steps", "resolution", "guidance_scale", "seed", "model", "device",
-                     "target_faces", "texture_size")
+                     "target_faces", "texture_size", "representation")
 
 
 def _add_text3d_options(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +143,8 @@ def _add_text3d_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, help="where to run (default auto)")
     parser.add_argument("--target-faces", type=int, help="decimate the mesh to this many faces (default 20000; 0 keeps all)")
     parser.add_argument("--texture-size", type=_positive_int, help="baked texture width and height (default 1024)")
+    parser.add_argument("--representation", choices=("nerf", "gaussians"),
+                        help="nerf (DreamFusion, the default) or gaussians (DreamGaussian: faster, then a mesh)")
     parser.add_argument("--set", action="append", dest="settings", metavar="NAME=VALUE", default=[],
                         help="any other setting of radiantforge.text3d.Text3DConfig, value as JSON, e.g. "
                              "--set entropy_weight=0.01 --set 'fov_range_deg=[40, 60]' (repeatable)")
