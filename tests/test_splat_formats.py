@@ -10,6 +10,7 @@ import base64
 import gzip
 import json
 import struct
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -73,6 +74,18 @@ def test_spz_written_by_niantic_ply_to_spz(train_splats):
     decoded = sf.read_spz(DATA / "train-1000.ply_to_spz.spz")
     assert len(decoded) == 1000 and decoded.sh_degree == 3
     _assert_spz_quantisation(sf.transform_splats(decoded, sf.Y_UP_FROM_BLENDER), train_splats)
+
+
+def test_spz_version_4_zstd_written_by_niantic(monkeypatch):
+    """The current reference writes version 4 (zstd streams): the same splats as its gzip file."""
+    v4 = DATA / "train-1000.ply_to_spz.v4.spz"
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # as in Blender: no zstandard module
+    _expect_error(v4, "SPZ version 4 is zstd-compressed", "zstandard")
+    monkeypatch.undo()
+    pytest.importorskip("zstandard")
+    from_v4, from_gzip = sf.read_spz(v4), sf.read_spz(DATA / "train-1000.ply_to_spz.spz")
+    for field in ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN"):
+        np.testing.assert_array_equal(getattr(from_v4, field), getattr(from_gzip, field))
 
 
 def test_splat_round_trip(tmp_path, train_splats):
