@@ -79,7 +79,7 @@ def test_spz_written_by_niantic_ply_to_spz(train_splats):
 def test_spz_version_4_zstd_written_by_niantic(monkeypatch):
     """The current reference writes version 4 (zstd streams): the same splats as its gzip file."""
     v4 = DATA / "train-1000.ply_to_spz.v4.spz"
-    monkeypatch.setitem(sys.modules, "zstandard", None)  # as in Blender: no zstandard module
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # a Python without the zstandard module
     _expect_error(v4, "SPZ version 4 is zstd-compressed", "zstandard")
     monkeypatch.undo()
     pytest.importorskip("zstandard")
