@@ -305,3 +305,16 @@ def test_cli_convert_every_format_back_to_ply(tmp_path, capsys):
     assert "SH degree 3 dropped to 0" in capsys.readouterr().out
     assert main(["convert", str(tmp_path / "train.splat"), str(tmp_path / "x.obj")]) != 0
     assert "unknown splat format '.obj'" in capsys.readouterr().err
+
+
+def test_glb_opens_in_trimesh_as_the_fallback_point_cloud(tmp_path, train_splats):
+    """An independent glTF reader (trimesh) sees the spec's fallback: a point cloud, placed by the node's
+    Z-up -> Y-up turn, with the COLOR_0 alpha as the splats' opacity."""
+    trimesh = pytest.importorskip("trimesh")
+    path = tmp_path / "train.glb"
+    sf.write_gltf(path, train_splats)
+    cloud = trimesh.load(path, force="scene").to_geometry()
+    assert isinstance(cloud, trimesh.PointCloud) and len(cloud.vertices) == 1000
+    np.testing.assert_allclose(cloud.vertices, train_splats.means @ sf.Y_UP_FROM_BLENDER[:3, :3].T, atol=1e-6)
+    alpha = np.asarray(cloud.colors)[:, 3] / 255.0
+    assert np.abs(alpha - _opacity(train_splats)).max() <= U8_STEP
