@@ -75,16 +75,23 @@ def test_example_script_captures_trains_imports_and_saves(tmp_path):
             attribute.data.foreach_get("value", values)
             arrays[attribute.name] = values
     np.savez(sys.argv[3], **arrays)
+    modifier = obj.modifiers[0]
+    # The viewport draws real Gaussians itself (the modifier is off there); renders use the modifier.
+    shown = {"viewport": modifier.show_viewport,
+             "render": modifier.show_render}
+    modifier.show_viewport = True
     depsgraph = bpy.context.evaluated_depsgraph_get()
     instances = sum(1 for i in depsgraph.object_instances if i.is_instance and i.parent and i.parent.original == obj)
-    report({"modifiers": [m.type for m in obj.modifiers], "instances": instances,
-            "servers_left": None})
+    report({"modifiers": [m.type for m in obj.modifiers], "instances": instances, "shown": shown,
+            "camera": bpy.context.scene.camera is not None})
     """
     dump = tmp_path / "saved.npz"
     info = run_bpy(script, tmp_path, args=[str(out), summary["object"], str(dump)])
     arrays = dict(np.load(dump))
     assert info["modifiers"] == ["NODES"]
-    assert info["instances"] == len(vertex.data)
+    assert info["shown"] == {"viewport": False, "render": True}
+    assert info["camera"] is False  # the capture's rig is gone: the sprites fall back to one ellipsoid per splat
+    assert info["instances"] == len(vertex.data), info
     np.testing.assert_array_equal(arrays["__position"],
                                   np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float32))
     for name in vertex.data.dtype.names:
@@ -159,7 +166,7 @@ try:
         time.sleep(0.02)
     service_state = client.job(runner.job_id)["state"] if runner.job_id else None
     outcome["cancel"] = {"state": runner.state, "seen_training": seen_training, "service_state": service_state,
-                         "objects": len(bpy.data.objects)}
+                         "objects": len(bpy.data.objects), "error": runner.error, "message": runner.message}
 
     # Cancel during the capture: nothing is left behind, the scene's settings are back.
     engine_before = scene.render.engine
@@ -201,7 +208,7 @@ def test_remote_upload_download_cancel_and_bad_token(tmp_path):
     assert "422" in outcome["bad_params"]["error"] and "params.colour" in outcome["bad_params"]["error"]
 
     cancel = outcome["cancel"]
-    assert cancel["seen_training"]
+    assert cancel["seen_training"], (cancel["error"], cancel["message"])
     assert cancel["state"] == "cancelled" and cancel["service_state"] == "cancelled"
     assert not (tmp_path / "jobs" / "cancelled" / "result").exists()
 

@@ -271,3 +271,36 @@ def test_eevee_shows_the_splat_colour(tmp_path):
                                            "BLENDER_EEVEE", "ELLIPSOIDS"], timeout=180)
     np.testing.assert_allclose(info["centre"][:3], _srgb_to_linear(rgb) * alpha, rtol=1e-2, atol=1e-3)
     assert abs(info["centre"][3] - alpha) < 1e-2
+
+
+def test_sprites_need_a_perspective_camera_else_the_ellipsoids_show(tmp_path):
+    """AUTO draws camera-facing sprites; in a scene without an active camera (or with an orthographic
+    one) they would face nothing and all be culled, so the ellipsoids show instead."""
+    path = splat_asset("train-1000.ply")
+    script = """
+    import bpy
+    from radiantforge_addon.importers import gaussians
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    obj = gaussians.import_gaussians(PATH, display="AUTO")
+    def instanced():
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        vertices = [len(i.object.data.vertices) for i in depsgraph.object_instances
+                    if i.is_instance and i.parent and i.parent.original == obj]
+        return [len(vertices), sorted(set(vertices))]
+    out = {"no_camera": instanced()}
+    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+    bpy.context.scene.collection.objects.link(camera)
+    camera.location = (0.0, -6.0, 0.0)
+    camera.rotation_euler = (1.5708, 0.0, 0.0)
+    bpy.context.scene.camera = camera
+    out["perspective"] = instanced()
+    camera.data.type = "ORTHO"
+    out["orthographic"] = instanced()
+    report(out)
+    """.replace("PATH", repr(str(path)))
+    info = run_bpy(script, tmp_path)
+    count = len(_ply_vertex(path).data)
+    sphere_vertices = info["no_camera"][1]
+    assert info["no_camera"][0] == count and sphere_vertices[0] > 4  # one ellipsoid per splat
+    assert info["orthographic"] == info["no_camera"]
+    assert 0 < info["perspective"][0] <= count and info["perspective"][1] == [4]  # quads (culled ones dropped)

@@ -503,10 +503,14 @@ def splat_node_group(sh_degree: int = 0) -> bpy.types.NodeTree:
     build.feed(switch.inputs["Switch"], as_points)
     build.feed(switch.inputs["False"], instances.outputs["Instances"])
     build.feed(switch.inputs["True"], points_material.outputs["Geometry"])
-    sprites = _sprite_branch(build, splats, alpha, rotation.outputs["Rotation"], scale_vector.outputs[0], sh_degree,
-                             group_in.outputs[INPUT_SRGB_BLEND], group_in.outputs[INPUT_RENDER_WIDTH])
+    sprites, has_camera = _sprite_branch(build, splats, alpha, rotation.outputs["Rotation"], scale_vector.outputs[0],
+                                         sh_degree, group_in.outputs[INPUT_SRGB_BLEND], group_in.outputs[INPUT_RENDER_WIDTH])
+    # Sprites face the active camera; a scene without one shows the ellipsoids instead of nothing.
+    use_sprites = build.node("FunctionNodeBooleanMath", 1000, -200, operation="AND")
+    build.feed(use_sprites.inputs[0], group_in.outputs[INPUT_SPRITES])
+    build.feed(use_sprites.inputs[1], has_camera)
     sprite_switch = build.node("GeometryNodeSwitch", 1200, 0, input_type="GEOMETRY")
-    build.feed(sprite_switch.inputs["Switch"], group_in.outputs[INPUT_SPRITES])
+    build.feed(sprite_switch.inputs["Switch"], use_sprites.outputs[0])
     build.feed(sprite_switch.inputs["False"], switch.outputs["Output"])
     build.feed(sprite_switch.inputs["True"], sprites)
     build.feed(group_out.inputs["Geometry"], sprite_switch.outputs["Output"])
@@ -578,7 +582,8 @@ def _sh_basis_fields(build: _NodeBuilder, direction, degree: int, x: float, y: f
 
 
 def _sprite_branch(build: _NodeBuilder, splats, alpha, rotation, scales, sh_degree: int, srgb_blend, render_width):
-    """Geometry of the Gaussian sprites (instances of a unit quad with the sprite material) for ``splats``."""
+    """Geometry of the Gaussian sprites (instances of a unit quad with the sprite material) for ``splats``,
+    and a socket that is 1 when the scene's active camera is a perspective one (the sprites need it)."""
     m = build.math
     x0, y0 = 1600, -1600
     camera = build.node("GeometryNodeInputActiveCamera", x0, y0).outputs[0]
@@ -684,7 +689,10 @@ def _sprite_branch(build: _NodeBuilder, splats, alpha, rotation, scales, sh_degr
     build.feed(instances.inputs["Instance"], quad_material.outputs["Geometry"])
     build.feed(instances.inputs["Rotation"], facing.outputs["Rotation"])
     build.feed(instances.inputs["Scale"], radius)
-    return instances.outputs["Instances"]
+    # No active camera: Camera Info gives the identity; an orthographic one has no -1 there either (the
+    # sprite projection is perspective): both show the ellipsoids.
+    has_camera = m("LESS_THAN", projection.outputs["Column 3 Row 4"], -0.5)
+    return instances.outputs["Instances"], has_camera
 
 
 def sprite_material() -> bpy.types.Material:
