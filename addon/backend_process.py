@@ -44,6 +44,20 @@ _LOG_TAIL_CHARS = 2000
 _NOT_INSTALLED_MARKERS = ("No module named radiantforge", "No module named 'radiantforge'")
 
 
+def backend_environment() -> dict[str, str]:
+    """The environment of a backend child process: this one's, less what would mislead the venv's python.
+
+    Blender sets PYTHONHOME/PYTHONPATH for its own interpreter; the venv's python must not see them.
+    PYTHONSAFEPATH keeps the working folder off ``sys.path`` (Python 3.11+): a folder named like the
+    package there (e.g. one beside a .blend) would otherwise shadow an editable install of radiantforge.
+    """
+    environment = dict(os.environ)
+    for name in ("PYTHONHOME", "PYTHONPATH"):
+        environment.pop(name, None)
+    environment["PYTHONSAFEPATH"] = "1"
+    return environment
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -69,7 +83,8 @@ def check_interpreter(python: str) -> str:
                            "the python file inside the venv's bin/ (Windows: Scripts\\python.exe)")
     try:
         completed = subprocess.run([str(path), "-c", "import radiantforge; print(radiantforge.__version__)"],
-                                   capture_output=True, text=True, timeout=INTERPRETER_CHECK_TIMEOUT_S)
+                                   capture_output=True, text=True, timeout=INTERPRETER_CHECK_TIMEOUT_S,
+                                   env=backend_environment())
     except OSError as exc:
         raise BackendError(f"cannot run {python!r} ({exc.strerror or exc}); is it a Python interpreter?") from None
     except subprocess.TimeoutExpired:
@@ -122,10 +137,7 @@ class LocalBackend:
             self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")
-        environment = dict(os.environ)
-        # Blender sets PYTHONHOME/PYTHONPATH for its own interpreter; the venv's python must not see them.
-        for name in ("PYTHONHOME", "PYTHONPATH"):
-            environment.pop(name, None)
+        environment = backend_environment()
         environment["PYTHONUNBUFFERED"] = "1"
         environment[TOKEN_ENV] = self.token
         try:

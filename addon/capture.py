@@ -46,6 +46,7 @@ from .io.job_folder import DATA_DIR, GAUSSIANS_KIND, POINTS_FILE, remove_unfinis
 from .io.nerf import (TEST_SPLIT, TRAIN_SPLIT, CameraIntrinsics, CaptureError, build_transforms, intrinsics_from_lens,
                       split_views, write_transforms)
 from .io.ply import write_points_ply
+from .io.results import CAPTURED_OBJECTS_KEY
 from .io.points import RenderedView, SceneTriangles, colour_points, sample_surface_points
 
 # Object types whose evaluated geometry is a surface (``Object.to_mesh()`` works for all of them).
@@ -59,6 +60,10 @@ EEVEE_IDS = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
 # ------------------------------------------------------------------------------------------------
 # Scene geometry
 # ------------------------------------------------------------------------------------------------
+
+
+# On a splat object (set by importers.gaussians): how many splats it holds.
+SPLAT_COUNT_KEY = "radiantforge_splat_count"
 
 
 def renderable_geometry_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
@@ -544,8 +549,10 @@ def capture_dataset(
                                   f"(the rest take their nearest seen neighbour's colour)",
                                   time.perf_counter() - started)
 
+        # The objects the views show: the import hides them under the splats that stand in for them.
         extra = {"generator": "radiantforge_addon.capture", "blender": bpy.app.version_string,
-                 "engine": engine, "test_every": settings.test_every}
+                 "engine": engine, "test_every": settings.test_every,
+                 CAPTURED_OBJECTS_KEY: [obj.name for obj in renderable_geometry_objects(scene)]}
         write_transforms(staging, build_transforms(splits, intrinsics, camera_to_worlds, [c.name for c in cameras], extra))
         _move_into_place(staging, out_dir, settings.overwrite)
         finished = True
@@ -595,6 +602,21 @@ def run_capture(scene, cameras, out_dir, settings: CaptureSettings | None = None
 RIG_COLLECTION_NAME = "RadiantForge Cameras"
 
 
+def capture_originals_not_splats(scene: bpy.types.Scene, override: "SettingsOverride") -> None:
+    """A capture renders what the scene's splat objects stand in for, never the splats: an imported
+    result hides its originals (``importers.originals``), and capturing again must see them."""
+    from .importers import originals
+
+    for obj in scene.objects:
+        if obj.get(SPLAT_COUNT_KEY) is None:
+            continue
+        override.set(obj, "hide_render", True)
+        if obj.get(originals.HIDDEN_KEY):
+            for original in originals.originals_of(obj):
+                override.set(original, "hide_render", False)
+                override.set(original, "hide_viewport", False)  # the evaluated scene holds visible objects only
+
+
 @dataclass
 class CapturePlan:
     """What to capture: ``cameras`` (e.g. a collection's), or an orbit rig around ``objects``."""
@@ -615,7 +637,9 @@ class CapturePlan:
         job_dir = Path(job_dir)
         write_job_file(job_dir, GAUSSIANS_KIND, params)
         rig = None
+        stand_ins = SettingsOverride()
         try:
+            capture_originals_not_splats(self.scene, stand_ins)
             cameras = list(self.cameras or [])
             if not cameras:
                 objects = list(self.objects or []) or renderable_geometry_objects(self.scene)
@@ -634,3 +658,4 @@ class CapturePlan:
         finally:
             if rig is not None and not self.keep_rig:
                 remove_rig(rig.collection)
+            stand_ins.restore()

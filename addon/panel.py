@@ -8,6 +8,7 @@ import bpy
 
 from . import session
 from .importers import gaussians as gaussian_importer
+from .importers import originals
 
 CATEGORY = "Radiant Forge"
 # Metrics shown in the panel, in this order, when the backend reports them.
@@ -26,29 +27,70 @@ def _job_status(context):
     return context.window_manager.radiantforge_job
 
 
-def draw_job_progress(layout, context) -> None:
-    """Progress bar + message of the running job, or the last job's outcome."""
-    status = _job_status(context)
-    if status.running:
-        text = f"{status.phase.capitalize()}: {status.message}" if status.phase else status.message
-        if hasattr(layout, "progress"):  # Blender 4.0+
-            layout.progress(factor=status.progress, type="BAR", text=text[:120])
-        else:
-            layout.label(text=text[:120])
-    elif status.error:
-        for line in _wrap(status.error):
-            layout.label(text=line, icon="ERROR")
-            break
-    elif status.message:
-        layout.label(text=status.message[:120], icon="INFO")
-    if not status.running and status.resumable:
-        layout.operator("radiant_forge.resume_job", text="Resume from Checkpoint", icon="FILE_REFRESH")
+# Text wrapping to the sidebar's width: Blender's interface font is about this many pixels per
+# character at UI scale 1 (an average over lower-case text), and a label's icon and margins take the rest.
+CHAR_WIDTH_PX = 6.5
+LABEL_MARGIN_PX = 40
+MIN_LINE_CHARS = 20
+# The status bar has room for one line.
+STATUS_BAR_CHARS = 120
 
 
-def _wrap(text: str, width: int = 60) -> list[str]:
+def line_chars(context) -> int:
+    """Characters that fit on one label of the region being drawn (the sidebar's width, UI scale applied)."""
+    region = getattr(context, "region", None)
+    width = getattr(region, "width", 0) or 0
+    if width <= 0:
+        return STATUS_BAR_CHARS
+    preferences = getattr(context, "preferences", None)
+    scale = getattr(getattr(preferences, "view", None), "ui_scale", 1.0) or 1.0
+    return max(MIN_LINE_CHARS, int((width - LABEL_MARGIN_PX * scale) / (CHAR_WIDTH_PX * scale)))
+
+
+def wrap_text(text: str, width: int) -> list[str]:
+    """The whole of ``text`` in lines of at most ``width`` characters (long words are split, never dropped)."""
     import textwrap
 
-    return textwrap.wrap(text, width) or [""]
+    lines = []
+    for paragraph in text.splitlines() or [""]:
+        lines += textwrap.wrap(paragraph, width, break_long_words=True, break_on_hyphens=False) or [""]
+    return lines or [""]
+
+
+def _draw_wrapped(layout, text: str, width: int, icon: str) -> None:
+    """``text`` as labels, the icon on the first line only (the rest indented under it)."""
+    for index, line in enumerate(wrap_text(text, width)):
+        layout.label(text=line, icon=icon if index == 0 else "BLANK1")
+
+
+def draw_job_progress(layout, context, wrap: bool = True) -> None:
+    """Progress bar + message of the running job (and the backend's last notice), or the last job's
+    outcome: the whole error, wrapped to the panel's width, once. ``wrap=False``: one line (status bar)."""
+    status = _job_status(context)
+    width = line_chars(context) if wrap else STATUS_BAR_CHARS
+    if status.running:
+        text = f"{status.phase.capitalize()}: {status.message}" if status.phase else status.message
+        lines = wrap_text(text, width) if wrap else [text[:width]]
+        if hasattr(layout, "progress"):  # Blender 4.0+
+            layout.progress(factor=status.progress, type="BAR", text=lines[0])
+        else:
+            layout.label(text=lines[0])
+        for line in lines[1:]:
+            layout.label(text=line)
+        if wrap and status.notice and status.notice not in status.message:
+            _draw_wrapped(layout, status.notice, width, "INFO")
+    elif status.error:
+        if wrap:
+            _draw_wrapped(layout, status.error, width, "ERROR")
+        else:
+            layout.label(text=status.error[:width], icon="ERROR")
+    elif status.message:
+        if wrap:
+            _draw_wrapped(layout, status.message, width, "INFO")
+        else:
+            layout.label(text=status.message[:width], icon="INFO")
+    if not status.running and status.resumable:
+        layout.operator("radiant_forge.resume_job", text="Resume from Checkpoint", icon="FILE_REFRESH")
 
 
 def _job_button(layout, operator: str, text: str, icon: str) -> None:
@@ -162,6 +204,10 @@ class RADIANTFORGE_PT_gaussians(RadiantForgeSettingsPanel, bpy.types.Panel):
             for name in (gaussian_importer.INPUT_AS_POINTS, gaussian_importer.INPUT_SIZE):
                 identifier = gaussian_importer.modifier_input_id(modifier.node_group, name)
                 box.prop(modifier, f'["{identifier}"]', text=name)
+            hidden = originals.originals_hidden(obj)
+            if hidden is not None:
+                box.operator("radiant_forge.toggle_originals", icon="HIDE_ON" if hidden else "HIDE_OFF",
+                             text="Show Originals" if hidden else "Hide Originals")
 
 
 class RADIANTFORGE_PT_texture(RadiantForgeSettingsPanel, bpy.types.Panel):
@@ -231,7 +277,7 @@ def draw_status_bar(self, context):
     status = _job_status(context)
     if status.running:
         row = self.layout.row(align=True)
-        draw_job_progress(row, context)
+        draw_job_progress(row, context, wrap=False)
         row.operator("radiant_forge.cancel_job", text="", icon="CANCEL")
 
 

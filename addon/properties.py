@@ -193,6 +193,7 @@ class RadiantForgeJobStatus(bpy.types.PropertyGroup):
     progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     message: StringProperty(default="")
     error: StringProperty(default="")
+    notice: StringProperty(default="", description="The backend's last info or warning (e.g. a first-run compile)")
     job_id: StringProperty(default="")
     job_dir: StringProperty(default="", subtype="DIR_PATH")
     resumable: BoolProperty(default=False, description="The last job stopped and the service can continue it")

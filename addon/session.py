@@ -81,6 +81,7 @@ def sync_status(context, runner: JobRunner) -> None:
     status.progress = max(0.0, min(1.0, runner.progress))
     status.message = runner.message[:1000]
     status.error = runner.error[:1000]
+    status.notice = getattr(runner, "notice", "")[:1000]
     status.job_id = runner.job_id
     status.job_dir = str(runner.job_dir)
     status.resumable = runner.done and runner.resumable

@@ -78,8 +78,61 @@ class ResultImporter(Protocol):
         """The job ended without a result: remove what was made for it in the scene."""
 
 
-def format_progress(progress: dict) -> str:
-    """'step 500/3000 · loss 0.0213 · PSNR 24.31 dB · 41,230 Gaussians · 2 min left' from a progress event."""
+# The ETA says "estimating…" until this share of the steps is done and ETA_MIN_SAMPLES progress events
+# came in: the first steps run with few Gaussians (and the first run of a machine compiles), so an
+# early rate is far off. After that the rate is the one over the last ETA_WINDOW_S training seconds,
+# which follows the slow-down as densification adds Gaussians.
+ETA_MIN_FRACTION = 0.05
+ETA_MIN_SAMPLES = 3
+ETA_WINDOW_S = 60.0
+ESTIMATING = "estimating…"
+# How long after an opacity reset the progress line explains the PSNR dip: this share of the run.
+RESET_NOTE_FRACTION = 0.1
+
+
+class EtaEstimate:
+    """Seconds left from the (step, elapsed) pairs of a run's progress events, smoothed over a window."""
+
+    def __init__(self):
+        self.samples: list[tuple[int, float]] = []  # (step, training seconds), steps increasing
+
+    def add(self, progress: dict) -> None:
+        step, elapsed = progress.get("step"), progress.get("elapsed")
+        if not isinstance(step, (int, float)) or not isinstance(elapsed, (int, float)):
+            return
+        if self.samples and step <= self.samples[-1][0]:
+            if step < self.samples[-1][0]:  # a resumed run counts again from its checkpoint
+                self.samples.clear()
+            else:
+                return
+        self.samples.append((int(step), float(elapsed)))
+
+    def seconds_left(self, total: int) -> float | None:
+        """None while estimating (too early, or no rate yet)."""
+        if len(self.samples) < ETA_MIN_SAMPLES or total <= 0:
+            return None
+        step, elapsed = self.samples[-1]
+        if step < ETA_MIN_FRACTION * total:
+            return None
+        # The oldest sample inside the window, but never the very first one (it holds the warm-up).
+        window = [s for s in self.samples[1:] if elapsed - s[1] <= ETA_WINDOW_S]
+        first = window[0] if len(window) >= 2 else self.samples[-2]
+        if step <= first[0] or elapsed <= first[1]:
+            return None
+        rate = (step - first[0]) / (elapsed - first[1])
+        return max(0.0, (total - step) / rate)
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return f"time left: {ESTIMATING}"
+    return f"{seconds / 60:.0f} min left" if seconds >= 90 else f"{seconds:.0f} s left"
+
+
+def format_progress(progress: dict, eta_s: float | None | str = "event") -> str:
+    """'step 500/3000 · loss 0.0213 · PSNR 24.31 dB · 41,230 Gaussians · 2 min left' from a progress event.
+
+    eta_s: seconds left, None for "estimating…", or "event" for the event's own ``eta``."""
     parts = []
     if "step" in progress:
         parts.append(f"step {progress['step']}/{progress.get('total', '?')}")
@@ -89,9 +142,12 @@ def format_progress(progress: dict) -> str:
         parts.append(f"PSNR {progress['psnr']:.2f} dB")
     if isinstance(progress.get("n_gaussians"), (int, float)):
         parts.append(f"{int(progress['n_gaussians']):,} Gaussians")
-    eta = progress.get("eta", progress.get("eta_s"))
-    if isinstance(eta, (int, float)):
-        parts.append(f"{eta / 60:.0f} min left" if eta >= 90 else f"{eta:.0f} s left")
+    if eta_s == "event":
+        eta = progress.get("eta", progress.get("eta_s"))
+        if isinstance(eta, (int, float)):
+            parts.append(format_eta(eta))
+    elif parts:
+        parts.append(format_eta(eta_s))
     return " · ".join(parts)
 
 
@@ -141,6 +197,10 @@ class JobRunner:
         self.preview_version = 0  # bumped whenever a new preview arrived (the file name may stay the same)
         self._preview_warned = False
         self.warnings: list[str] = []
+        # The backend's last info or warning event (e.g. the first run's ~30 s compile): the panel shows it.
+        self.notice = ""
+        self.opacity_reset_step: int | None = None  # the last opacity reset the backend announced
+        self.eta = EtaEstimate()
         self.imported: ImportedJob | None = None
         self.result_dir: Path | None = None
 
@@ -280,6 +340,9 @@ class JobRunner:
 
     def _run_to_result(self):
         if self.resume_job_id is None:
+            if self.prepare is not None and self.submit:
+                # A backend that cannot run the job fails now, not after every view was rendered.
+                yield from self._connect()
             if self.prepare is not None:
                 finished = yield from self._prepare()
                 if not finished:
@@ -293,10 +356,8 @@ class JobRunner:
         if self._cancel_requested:
             return self._cancelled("cancelled before the job was sent")
 
-        self._set("connect", "connecting to the backend…", 0.0)
-        if self.backend is None:
-            raise JobError("no backend configured; set one in the Radiant Forge preferences")
-        self._client = yield from open_backend(self.backend)
+        if self._client is None:
+            yield from self._connect()
         if self._cancel_requested:
             return self._cancelled("cancelled before the job was sent")
         if self.resume_job_id is not None:
@@ -331,6 +392,13 @@ class JobRunner:
             self.preview_path = Path(self.imported.preview.filepath)
         self.state = "finished"
         self._set("done", self.imported.message, 1.0)
+
+    def _connect(self):
+        """Start or reach the service and check it (reachable, same API version, radiantforge importable)."""
+        self._set("connect", "connecting to the backend…", 0.0)
+        if self.backend is None:
+            raise JobError("no backend configured; set one in the Radiant Forge preferences")
+        self._client = yield from open_backend(self.backend)
 
     def _cancelled(self, message: str) -> None:
         self.state = "cancelled"
@@ -389,14 +457,35 @@ class JobRunner:
                     return {"state": "cancelled"}
                 self._set("cancel", "waiting for the job to stop…")
             elif state == "running":
-                self._set("running", format_progress(progress) or "training…", progress_fraction(progress))
+                self._set("running", self.running_message(progress), progress_fraction(progress))
             else:
                 self._set("queued", f"job {self.job_id} {state}…", 0.0)
             yield from self._wait(self.poll_interval)
 
+    def running_message(self, progress: dict) -> str:
+        """The progress line of a running job: steps, loss, PSNR, Gaussians, a smoothed ETA ("estimating…"
+        at first), and why the PSNR dips after an opacity reset; before the first step, the last notice."""
+        self.eta.add(progress)
+        total = progress.get("total")
+        total = int(total) if isinstance(total, (int, float)) else 0
+        line = format_progress(progress, self.eta.seconds_left(total))
+        if not line:
+            return self.notice or "training…"
+        step = progress.get("step")
+        if self.opacity_reset_step is not None and isinstance(step, (int, float)) \
+                and 0 <= step - self.opacity_reset_step <= max(1.0, RESET_NOTE_FRACTION * total):
+            line += f" · opacity reset at step {self.opacity_reset_step} — PSNR dips and recovers"
+        return line
+
     def _absorb_events(self, events: list[dict]) -> None:
         for event in events:
             kind = event.get("type")
+            if kind in ("info", "warning") and event.get("message"):
+                self.notice = str(event["message"])
+                if event.get("opacity_reset") and isinstance(event.get("step"), int):
+                    self.opacity_reset_step = event["step"]
+            if kind == "progress":
+                self.eta.add(event)  # every event, not only the ones a status poll happens to see
             if kind == "warning" and event.get("message"):
                 self.warnings.append(str(event["message"]))
             elif kind == "preview":

@@ -70,12 +70,35 @@ def build_parser(blend_from_blender: bool) -> argparse.ArgumentParser:
     return parser
 
 
+EXTENSION_ID = "radiant_forge"  # blender_manifest.toml's id
+
+
+def installed_extension_module() -> str | None:
+    """The module name of the Radiant Forge extension installed in one of Blender's repositories
+    (``bl_ext.<repo>.radiant_forge``), or None."""
+    import addon_utils
+
+    for module in addon_utils.modules(refresh=True):
+        if module.__name__.startswith("bl_ext.") and module.__name__.rsplit(".", 1)[-1] == EXTENSION_ID:
+            return module.__name__
+    return None
+
+
 def ensure_add_on():
-    """Register the add-on unless Blender already has it enabled (as an installed extension)."""
+    """Make sure the add-on is registered: already enabled, else the installed extension (enabled now),
+    else the venv install. Returns the module registered here, or None when it was on already."""
     import bpy
 
     if hasattr(bpy.types.Scene, "radiantforge"):
         return None
+    installed = installed_extension_module()
+    if installed is not None:
+        # Installed but off: a process of the bpy module has not read the user preferences that enable it.
+        import addon_utils
+
+        module = addon_utils.enable(installed, default_set=True, handle_error=None)
+        if module is not None and hasattr(bpy.types.Scene, "radiantforge"):
+            return module
     try:
         import radiantforge_addon  # the venv install (pip install -e .)
     except ImportError:

@@ -28,6 +28,17 @@ def blender_env(tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory) -> Path:
+    """The extension zip that scripts/build_extension.py builds from this checkout."""
+    out = tmp_path_factory.mktemp("dist")
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "build_extension.py"), "--out", str(out)],
+                               capture_output=True, text=True, check=True)
+    path = Path(completed.stdout.strip().splitlines()[-1])
+    assert path.is_file() and path.parent == out
+    return path
+
+
+@pytest.fixture(scope="session")
 def shared_assets() -> Path:
     if not SHARED_ASSETS.is_dir():
         pytest.skip(f"shared assets not found at {SHARED_ASSETS}")

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import tomllib
 import zipfile
-from pathlib import Path
 
-import pytest
 
 from blender_helpers import REPO, run_bpy, splat_asset
 
 EXTENSION_ID = "radiant_forge"
 MODULE = f"bl_ext.user_default.{EXTENSION_ID}"
-
-
-@pytest.fixture(scope="module")
-def extension_zip(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    completed = subprocess.run([sys.executable, str(REPO / "scripts" / "build_extension.py"), "--out", str(out)],
-                               capture_output=True, text=True, check=True)
-    path = Path(completed.stdout.strip().splitlines()[-1])
-    assert path.is_file() and path.parent == out
-    return path
 
 
 def test_zip_has_manifest_and_addon_at_its_root(extension_zip):
@@ -151,7 +137,7 @@ report(checks)
 
 EXPECTED_OPERATORS = ["batch_cancel", "batch_from_file", "batch_from_selection", "cancel_job", "capture_train", "check_backend", "export_job", "generate_from_text", "import_gaussians",
                       "import_result", "import_turntable", "resume_job", "start_backend", "stop_backend", "texture_mesh",
-                      "train_dataset"]
+                      "toggle_originals", "train_dataset"]
 
 
 def test_install_enable_use_disable_leaves_nothing(tmp_path, extension_zip):
@@ -261,8 +247,8 @@ def test_turntable_import_keeps_the_video_beside_the_blend(tmp_path):
     """
     info = run_bpy(script, tmp_path, args=[str(tmp_path / "scene" / "scene.blend"), str(result)])
     assert info["sequence"] == ["job turntable frames", "frame_0000.png", [48, 32]]
-    assert info["movie"] == ["//radiantforge/job_turntable/turntable.mp4", 6, [48, 32]]
-    assert (tmp_path / "scene" / "radiantforge" / "job_turntable" / "turntable.mp4").read_bytes() == \
+    assert info["movie"] == ["//radiantforge-results/job_turntable/turntable.mp4", 6, [48, 32]]
+    assert (tmp_path / "scene" / "radiantforge-results" / "job_turntable" / "turntable.mp4").read_bytes() == \
         (result / "turntable.mp4").read_bytes()
     assert info["plane"] == [True, 6]
 

@@ -12,8 +12,9 @@ import os
 import bpy
 
 from ..io.job_folder import JobError
-from ..io.results import read_result_folder
+from ..io.results import captured_object_names, read_result_folder
 from . import gaussians as gaussian_importer
+from . import originals
 from . import turntable as turntable_importer
 
 PREVIEW_IMAGE_NAME = "RadiantForge Preview"
@@ -28,6 +29,8 @@ class ImportOptions:
     splat_size: float = gaussian_importer.DEFAULT_SPLAT_SIZE
     turntable: bool = True
     test_renders: bool = True
+    # Hide the objects the capture rendered (the splats stand where they are); Show Originals undoes it.
+    hide_originals: bool = True
     collection: bpy.types.Collection | None = None
 
 
@@ -38,6 +41,7 @@ class ImportedResult:
     test_images: list = dataclasses.field(default_factory=list)
     preview: bpy.types.Image | None = None
     metrics: dict = dataclasses.field(default_factory=dict)
+    hidden_originals: list = dataclasses.field(default_factory=list)  # names of the captured objects hidden
     # Set by a job kind's importer: the object the panel points at, and the job's closing message.
     result_object: bpy.types.Object | None = None
     message: str = "finished"
@@ -57,6 +61,9 @@ def import_result(result_folder: str | os.PathLike, options: ImportOptions | Non
             files.gaussians, collection=options.collection, name=name, display=options.display,
             splat_size=options.splat_size)
         imported.splat_object["radiantforge_job"] = str(files.folder.parent)
+        if options.hide_originals:
+            imported.hidden_originals = originals.hide_originals(imported.splat_object,
+                                                                 captured_object_names(files.folder))
     if options.turntable and (files.turntable_frames or files.turntable_video or files.turntable_gif):
         imported.turntable = turntable_importer.import_turntable(
             frames=files.turntable_frames or None, video=files.turntable_video or files.turntable_gif,
@@ -79,6 +86,7 @@ def load_preview(path: str | os.PathLike) -> bpy.types.Image:
     else:
         image = bpy.data.images.load(str(path), check_existing=False)
         image.name = PREVIEW_IMAGE_NAME
+    image.use_fake_user = True  # the panel's pointer alone does not keep it in a saved .blend
     return image
 
 

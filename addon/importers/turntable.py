@@ -2,7 +2,7 @@
 
 - The turntable frames (``turntable/frame_0000.png ...``) become one Image datablock with source
   SEQUENCE (scrub it in the Image Editor, or put it on a plane with ``create_plane=True``).
-- The MP4 (or GIF) is copied beside the saved .blend (``//radiantforge/<name>/``) so it travels
+- The MP4 (or GIF) is copied beside the saved .blend (``//radiantforge-results/<name>/``) so it travels
   with the file; with an unsaved .blend it stays where the job wrote it.
 - Test renders and their ground truth load as pairs of images, named so they sort side by side.
 """
@@ -19,8 +19,9 @@ import bpy
 from ..io.job_folder import RESULT_DIR
 from ..io.media import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, frame_number, numbered_frames
 
-# Folder (relative to the .blend) where imported media are copied.
-MEDIA_FOLDER = "radiantforge"
+# Folder (relative to the .blend) where imported media are copied. Not a Python identifier on purpose: a
+# folder named "radiantforge" beside the .blend shadowed the package for any Python started from there.
+MEDIA_FOLDER = "radiantforge-results"
 
 
 @dataclasses.dataclass
@@ -32,13 +33,45 @@ class TurntableImport:
     plane: bpy.types.Object | None = None
 
 
+# Custom property marking the images this module imported: only those are reused on a re-import.
+IMPORTED_MARK = "radiantforge_imported"
+
+
+def _same_file(image: bpy.types.Image, path: str) -> bool:
+    if not image.filepath:
+        return False
+    here = bpy.path.abspath(image.filepath, library=image.library)
+    return os.path.normcase(os.path.normpath(here)) == os.path.normcase(os.path.normpath(path))
+
+
+def load_kept_image(path: str | os.PathLike, name: str, source: str | None = None) -> bpy.types.Image:
+    """The image of ``path`` named ``name``, kept with the .blend (a fake user: nothing else uses it, and
+    Blender drops unused images on save). An image this module imported from the same file before is
+    reloaded and reused, so importing a result again makes no ``.001`` duplicates. ``source``: e.g.
+    "SEQUENCE"; None keeps what Blender chose for the file (FILE, MOVIE)."""
+    wanted = bpy.path.abspath(str(path))
+    image = next((candidate for candidate in bpy.data.images
+                  if candidate.get(IMPORTED_MARK) and source in (None, candidate.source)
+                  and _same_file(candidate, wanted)),
+                 None)
+    if image is None:
+        image = bpy.data.images.load(str(path), check_existing=False)
+        if source is not None:
+            image.source = source
+        image[IMPORTED_MARK] = True
+    else:
+        image.reload()
+    if image.name != name:
+        image.name = name
+    image.use_fake_user = True
+    return image
+
+
 def load_image_sequence(frames: list[Path], name: str) -> bpy.types.Image:
     """One Image with source SEQUENCE over ``frames`` (numbered files in one folder)."""
     if not frames:
         raise ValueError(f"{name}: no frames to load (expected numbered images such as frame_0000.png)")
-    image = bpy.data.images.load(str(frames[0]), check_existing=False)
-    image.name = name
-    image.source = "SEQUENCE"
+    image = load_kept_image(frames[0], name, source="SEQUENCE")
     # Image datablocks keep no frame count (image users do); keep it for the plane and the UI.
     image["radiantforge_frame_count"] = len(frames)
     image["radiantforge_first_frame"] = frame_number(frames[0])
@@ -46,7 +79,7 @@ def load_image_sequence(frames: list[Path], name: str) -> bpy.types.Image:
 
 
 def keep_beside_blend(source: str | os.PathLike, name: str) -> Path:
-    """Copy ``source`` to ``//radiantforge/<name>/`` beside the saved .blend; return the path to use.
+    """Copy ``source`` to ``//radiantforge-results/<name>/`` beside the saved .blend; return the path to use.
 
     An unsaved .blend has no folder: the file stays where it is. An existing copy is never
     overwritten: a numbered name is chosen instead.
@@ -115,9 +148,8 @@ def import_turntable(*, frames: list[Path] | None = None, video: str | os.PathLi
     video_path = movie = None
     if video is not None:
         video_path = keep_beside_blend(video, name)
-        movie = bpy.data.images.load(bpy.path.relpath(str(video_path)) if bpy.data.filepath else str(video_path),
-                                     check_existing=True)
-        movie.name = f"{name} video"
+        movie = load_kept_image(bpy.path.relpath(str(video_path)) if bpy.data.filepath else str(video_path),
+                                f"{name} video")
     plane = None
     if create_plane and sequence is not None:
         plane = _image_plane(sequence, len(frames), frame_number(frames[0]), name,
@@ -156,7 +188,5 @@ def import_image_pairs(pairs: list[tuple[Path, Path | None]], prefix: str = "RF 
         for path, label in ((render, "render"), (truth, "ground truth")):
             if path is None:
                 continue
-            image = bpy.data.images.load(str(path), check_existing=True)
-            image.name = f"{prefix} {view} {label}"
-            images.append(image)
+            images.append(load_kept_image(path, f"{prefix} {view} {label}"))
     return images

@@ -7,13 +7,16 @@ import json
 import os
 from pathlib import Path
 
-from .job_folder import METRICS_FILE, RESULT_DIR, RESULT_FILE, JobError
+from .job_folder import DATA_DIR, METRICS_FILE, RESULT_DIR, RESULT_FILE, JobError
 from .media import ANIMATION_SUFFIXES, FRAME_SUFFIXES, VIDEO_SUFFIXES, frame_number, numbered_frames
 
 # Result-file roles (result.json); matched loosely so older/newer backends still import.
 ROLE_GAUSSIANS = "gaussians"
 ROLE_TURNTABLE = "turntable"
 TURNTABLE_NAME = "turntable"  # turntable/ frames, turntable.mp4, turntable.gif
+# In a capture's transforms files (under "radiantforge"): the names of the objects its views show.
+CAPTURED_OBJECTS_KEY = "objects"
+CAPTURE_TRANSFORMS = ("transforms_train.json", "transforms_test.json")
 
 
 @dataclasses.dataclass
@@ -112,3 +115,21 @@ def result_file_with_role(result_dir: str | os.PathLike, role: str, fallback_nam
         if (files.folder / name).is_file():
             return files.folder / name
     raise JobError(f"{files.folder}: the result has no {what} (role {role!r} in result.json)")
+
+
+def captured_object_names(result_folder: str | os.PathLike) -> list[str]:
+    """Names of the Blender objects the job's capture rendered (its ``data/transforms_*.json``), or []
+    for a job made from a dataset (or a capture from before the names were written)."""
+    folder = Path(result_folder)
+    job_dir = folder.parent if folder.name.startswith(RESULT_DIR) else folder
+    for name in CAPTURE_TRANSFORMS:
+        path = job_dir / DATA_DIR / name
+        if not path.is_file():
+            continue
+        try:
+            extra = json.loads(path.read_text(encoding="utf-8")).get("radiantforge") or {}
+        except (OSError, ValueError, AttributeError):
+            return []
+        names = extra.get(CAPTURED_OBJECTS_KEY) if isinstance(extra, dict) else None
+        return [str(n) for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    return []

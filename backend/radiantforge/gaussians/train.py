@@ -444,7 +444,11 @@ def _optimise(dataset, config: GaussianTrainConfig, state: _TrainState, device: 
             if config.strategy == "mcmc":
                 strategy.step_post_backward(params, optimizers, state.strategy_state, step, info, lr=means_lr)
             else:
-                strategy.step_post_backward(params, optimizers, state.strategy_state, step, info)
+                refined = strategy.step_post_backward(params, optimizers, state.strategy_state, step, info)
+                if isinstance(refined, dict) and refined.get("reset"):
+                    # The artist sees the PSNR drop at this step: say why, and that it recovers.
+                    events.emit("info", message=f"opacity reset at step {step}: PSNR dips and recovers",
+                                step=step, opacity_reset=True)
         state.step = step + 1
         return loss.detach()
 
