@@ -29,6 +29,15 @@ other processes kept both cores of the 2-core test machine busy.
 
     python scripts/bench_text3d.py --threads 1             # tiny model, 64 and 128 px, CPU
     python scripts/bench_text3d.py --model sd-architecture --steps 2 --warmup 1
+
+--compare: the NeRF path against the Gaussian path (representation="gaussians") with the oracle
+denoiser on Spot (its texture) and on the Stanford bunny (../shared/assets/bunny, loaded Y up, with
+a colour field of its own as vertex colours), each with the settings of its known-answer test
+(tests/test_text3d.py, tests/test_text3d_gaussians.py): held-out ring PSNR and silhouette IoU, the
+exported mesh's chamfer distance to the object, and wall time (the whole generate_3d call: setup,
+optimisation, mesh, turntables, metrics), one torch thread.
+
+    python scripts/bench_text3d.py --compare
 """
 
 from __future__ import annotations
@@ -190,6 +199,83 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ASSETS = REPO_ROOT / ".." / "shared" / "assets"
+OBJECT_HALF_EXTENT = 0.7  # metres, as the known-answer tests scale Spot
+
+
+def _centred(mesh, **extra):
+    from radiantforge.mesh import TriangleMesh
+
+    low, high = mesh.bounds()
+    scale = OBJECT_HALF_EXTENT / float((high - low).max() / 2)
+    vertices = (mesh.vertices - (low + high) / 2) * scale
+    return TriangleMesh(vertices, mesh.faces, uvs=mesh.uvs, face_uvs=mesh.face_uvs, texture=mesh.texture, **extra)
+
+
+def compare_objects() -> dict:
+    """name -> the object (world space, Z up, longest half-extent OBJECT_HALF_EXTENT) with its colours."""
+    import torch
+
+    from radiantforge.mesh import load_mesh
+
+    spot = _centred(load_mesh(ASSETS / "spot" / "spot_triangulated.obj"))
+    bunny = load_mesh(ASSETS / "bunny" / "bun_zipper.ply", up_axis="Y")  # a PLY loads Z up unless told
+    positions = _centred(bunny).vertices
+    # A colour field of our own: smooth bands over the body, so colour and shape both have to be right.
+    colours = 0.5 + 0.4 * torch.stack([torch.sin(6.0 * positions[:, 2]), torch.cos(5.0 * positions[:, 0]),
+                                       torch.sin(4.0 * (positions[:, 1] + positions[:, 2]))], dim=-1)
+    return {"spot": spot, "bunny": _centred(bunny, vertex_colors=colours.clamp(0, 1))}
+
+
+def compare_one(name: str, mesh, representation: str, scratch: Path) -> dict:
+    import torch
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from test_text3d import ORACLE_SETTINGS as NERF_SETTINGS
+    from test_text3d_gaussians import ORACLE_SETTINGS as GAUSSIAN_SETTINGS
+
+    from radiantforge.guidance import OracleDenoiser
+    from radiantforge.text3d import MeshTarget, Text3DOracle, generate_3d
+
+    settings = GAUSSIAN_SETTINGS if representation == "gaussians" else NERF_SETTINGS
+    oracle = Text3DOracle(OracleDenoiser("space_to_depth", device="cpu"), MeshTarget(mesh))
+    started = time.perf_counter()
+    result = generate_3d(f"a {name}", scratch / f"{name}-{representation}", guidance=oracle, device="cpu",
+                         **{**settings, "turntable_frames": 8})
+    wall = time.perf_counter() - started
+    metrics = result.metrics
+    return {"object": name, "representation": representation, "steps": metrics["steps"],
+            "psnr_db": metrics["held_out_psnr"], "iou": metrics["held_out_silhouette_iou"],
+            "chamfer_m": metrics["mesh_chamfer"], "train_s": metrics["train_seconds"], "wall_s": wall,
+            "threads": torch.get_num_threads()}
+
+
+def run_compare(json_path: str | None) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, mesh in compare_objects().items():
+            for representation in ("nerf", "gaussians"):
+                rows.append(compare_one(name, mesh, representation, Path(scratch)))
+                print(f"measured {name} / {representation}: {rows[-1]['wall_s']:.1f} s", file=sys.stderr)
+    header = f"{'object':8} {'path':10} {'steps':>5} {'PSNR dB':>8} {'IoU':>6} {'chamfer m':>9} {'train s':>8} " \
+             f"{'wall s':>7} {'wall / NeRF':>11}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        nerf = next(r for r in rows if r["object"] == row["object"] and r["representation"] == "nerf")
+        row["wall_ratio"] = row["wall_s"] / nerf["wall_s"]
+        lines.append(f"{row['object']:8} {row['representation']:10} {row['steps']:5d} {row['psnr_db']:8.2f} "
+                     f"{row['iou']:6.3f} {row['chamfer_m']:9.4f} {row['train_s']:8.1f} {row['wall_s']:7.1f} "
+                     f"{row['wall_ratio']:11.2f}")
+    print("text-to-3D with the oracle, NeRF vs Gaussians (each with its known-answer test's settings), CPU, 1 thread")
+    print("\n".join(lines))
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
@@ -202,7 +288,11 @@ def main(argv=None) -> int:
                         help="a Text3DConfig setting (JSON value), e.g. --set normal_difference='\"forward\"'")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one resolution, print JSON
+    parser.add_argument("--compare", action="store_true",
+                        help="NeRF vs Gaussian path with the oracle on Spot and the bunny (quality and wall time)")
     args = parser.parse_args(argv)
+    if args.compare:
+        return run_compare(args.json)
 
     if args.one is not None:
         settings = {name: json.loads(value) for name, _, value in (item.partition("=") for item in args.settings)}

@@ -84,7 +84,8 @@ class Text3DConfig:
         :mod:`radiantforge.text3d.gaussian_path`). The NeRF-only fields (encoding, MLPs, shading,
         regularisers, occupancy, density_threshold) are then unused.
       gaussian_count: Gaussians at the start; max_gaussians: the densification cap;
-      gaussian_position_lr: Adam's rate for the positions (metres), decaying 50x over the run (the
+      gaussian_position_lr: Adam's rate for the positions (metres), decaying 50x over the run (3x
+        DreamGaussian's: with max_gaussians 15000, +1 dB on Spot with the oracle at 300 steps, and faster; the
         other parameters use DreamGaussian's fixed rates); gaussian_grow_grad2d: the mean view-space
         gradient above which a Gaussian is cloned or split; rasterizer: "auto" (native on the
         CPU, gsplat on CUDA), "native", "torch" or "gsplat".
@@ -157,8 +158,8 @@ class Text3DConfig:
 
     representation: str = "nerf"
     gaussian_count: int = 4096
-    max_gaussians: int = 50000
-    gaussian_position_lr: float = 1e-3
+    max_gaussians: int = 15000
+    gaussian_position_lr: float = 3e-3
     gaussian_grow_grad2d: float = 2e-4
     rasterizer: str = "auto"
 
