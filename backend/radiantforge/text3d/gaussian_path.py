@@ -18,8 +18,9 @@
    the same renders (each texel's surface point takes the colour of the views whose rendered depth
    agrees with it).
 
-:func:`run_gaussian_path` is called by :func:`radiantforge.text3d.generate_3d` when
-``representation="gaussians"``; results, checkpoints and resume work as for the NeRF path.
+:func:`radiantforge.text3d.generate_3d` runs this path (``run._generate_with_gaussians``) when
+``representation="gaussians"``; every render other than training's (held-out views, turntables, the
+bake) folds the training low-pass into the scales first (:func:`as_seen_in_training`); results, checkpoints and resume work as for the NeRF path.
 """
 
 from __future__ import annotations
