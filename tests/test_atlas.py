@@ -48,3 +48,35 @@ def test_cache_hit_returns_the_identical_atlas_faster(spot_geometry, tmp_path):
     # other options or another mesh are other entries
     assert not make_uv_atlas(vertices, faces, AtlasOptions(resolution=256), cache_dir=tmp_path).from_cache
     assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_oracle_target_must_fit_the_atlas_and_needs_no_prompt(spot_geometry, tmp_path):
+    """Traps: a non-constant reference texture for a mesh without UVs (the job makes a new atlas) or
+    one made for other UVs is an InputError naming reference_texture; made for the job's own atlas
+    (its fingerprint passed), the job runs, with no prompt, and says which up axis it assumed."""
+    import torch
+
+    from radiantforge.errors import InputError
+    from radiantforge.events import EventLog
+    from radiantforge.guidance.oracle import OracleDenoiser
+    from radiantforge.mesh import TriangleMesh
+    from radiantforge.texture import texture_mesh
+    from radiantforge.texture.conditioning import TextureOracle
+    from radiantforge.texture.meshes import prepare_mesh, uv_fingerprint
+
+    vertices, faces = spot_geometry
+    bare = TriangleMesh(torch.from_numpy(vertices), torch.from_numpy(faces))  # no UVs: xatlas makes them
+    gradient = torch.linspace(0, 1, 16)[:, None, None].expand(16, 16, 3).contiguous()
+    denoiser = OracleDenoiser("pixel", device="cpu")
+    with pytest.raises(InputError, match="new atlas") as info:
+        texture_mesh(bare, tmp_path / "a", prompt=None, guidance=TextureOracle(denoiser, gradient), steps=1)
+    assert info.value.field == "reference_texture"
+    with pytest.raises(InputError, match="other UVs"):
+        texture_mesh(bare, tmp_path / "b", prompt=None, steps=1,
+                     guidance=TextureOracle(denoiser, gradient, uv_fingerprint="0" * 40))
+    prepared = prepare_mesh(bare, atlas_resolution=64)
+    oracle = TextureOracle(denoiser, gradient, uv_fingerprint=uv_fingerprint(prepared.mesh))
+    events_file = tmp_path / "events.jsonl"
+    texture_mesh(bare, tmp_path / "c", prompt=None, guidance=oracle, events=EventLog(events_file), steps=1,
+                 texture_size=64, resolution=32, batch_size=1, turntable_frames=1, turntable_resolution=32)
+    assert '"up_axis": "Z"' in events_file.read_text()

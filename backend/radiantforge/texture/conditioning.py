@@ -22,10 +22,17 @@ from ..guidance.guided_jobs import Conditioning, PromptEmbeddings
 
 @dataclass
 class TextureOracle:
-    """Known-answer guidance: ``denoiser`` targets renders of ``reference_texture`` (H, W, 3) in [0, 1]."""
+    """Known-answer guidance: ``denoiser`` targets renders of ``reference_texture`` (H, W, 3) in [0, 1].
+
+    uv_fingerprint: :func:`radiantforge.texture.meshes.uv_fingerprint` of the UVs the reference
+        texture was made for; the job refuses a texture made for other UVs (a mesh without UVs gets
+        a new atlas: take it from ``prepare_mesh(mesh).mesh``). None: not checked, except that a
+        non-constant texture cannot fit an atlas the job makes itself.
+    """
 
     denoiser: OracleDenoiser
     reference_texture: Tensor
+    uv_fingerprint: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.denoiser, OracleDenoiser):

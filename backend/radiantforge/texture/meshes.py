@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..mesh import TriangleMesh, generate_uv_atlas, load_mesh
-from ..mesh.io import MESH_SUFFIXES
+from ..mesh.io import MESH_SUFFIXES, Y_UP_SUFFIXES
 
 # At most this many triangles: 1M triangles already make a 100+ MB visibility-buffer setup per
 # view and minutes of xatlas; a texture of 4096^2 texels has no use for more.
@@ -63,6 +63,7 @@ class PreparedMesh:
     radius: float
     warnings: list[str]
     fingerprint: str = ""
+    up_axis: str = "Z"
 
 
 def mesh_fingerprint(mesh: TriangleMesh) -> str:
@@ -72,6 +73,30 @@ def mesh_fingerprint(mesh: TriangleMesh) -> str:
         if tensor is not None:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def uv_fingerprint(mesh: TriangleMesh) -> str:
+    """SHA-1 of the UVs of ``mesh`` (uvs and face_uvs): which UV layout a texture belongs to."""
+    digest = hashlib.sha1()
+    for tensor in (mesh.uvs, mesh.face_uvs):
+        if tensor is not None:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_reference_fits_uvs(reference_texture: Tensor, fingerprint: str | None, prepared: PreparedMesh) -> None:
+    """InputError when an oracle's reference texture was made for other UVs than the job's."""
+    if fingerprint is not None:
+        if fingerprint != uv_fingerprint(prepared.mesh):
+            raise InputError(f"the reference texture was made for other UVs than this job's ({prepared.uv_source} UVs); "
+                             "make it for prepare_mesh(mesh).mesh and pass uv_fingerprint=uv_fingerprint(that mesh)",
+                             field="reference_texture")
+        return
+    constant = bool((reference_texture - reference_texture[:1, :1]).abs().max() == 0)
+    if prepared.uv_source == "xatlas" and not constant:
+        raise InputError("the mesh has no UVs, so the job makes a new atlas that this reference texture was not made "
+                         "for; paint it for prepare_mesh(mesh).mesh and pass uv_fingerprint=uv_fingerprint(that mesh)",
+                         field="reference_texture")
 
 
 def find_job_mesh(data_dir: str | os.PathLike) -> Path:
@@ -125,6 +150,14 @@ def prepare_mesh(source: str | os.PathLike | TriangleMesh, *, atlas_resolution: 
         raise InputError("the mesh has no size (all its vertices are at one point)", file=path, field="vertices")
     fingerprint = mesh_fingerprint(mesh)
     warnings = []
+    # The up axis the file was read with (Blender's importers' defaults): OBJ / glTF say Y up; a PLY
+    # or STL says nothing, so Z up is assumed, and the events say so (a Y-up scan lies on its side).
+    # A TriangleMesh given by the caller is already in world space (Z up).
+    suffix = "" if isinstance(source, TriangleMesh) else Path(path).suffix.lower()
+    up_axis = "Y" if suffix in Y_UP_SUFFIXES else "Z"
+    if suffix in (".ply", ".stl"):
+        warnings.append(f"{Path(path).suffix.lower()} files do not record an up axis: Z up was assumed (a Y-up scan "
+                        "such as the Stanford bunny lies on its side; rotate it to Z up first)")
     non_manifold = non_manifold_edge_count(mesh)
     if non_manifold:
         warnings.append(f"the mesh has {non_manifold} non-manifold edge(s) (shared by more than two faces); it is "
@@ -142,7 +175,7 @@ def prepare_mesh(source: str | os.PathLike | TriangleMesh, *, atlas_resolution: 
                         "those parts share texels with others")
     centre = (low + high) / 2
     radius = float((mesh.vertices - centre).norm(dim=1).max())
-    return PreparedMesh(mesh, uv_source, centre, radius, warnings, fingerprint)
+    return PreparedMesh(mesh, uv_source, centre, radius, warnings, fingerprint, up_axis)
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -46,11 +46,13 @@ from ..runs import RunPlan, default_checkpoint_dir, run_steps
 from .conditioning import OracleConditioner, PromptConditioner, TextureOracle
 from .config import RESUMABLE_FIELDS, TextureConfig, check_prompt
 from .fields import CoordinateMLPTexture, UVImageTexture, bake_to_uv_image, fill_uncovered_texels, render_texture_field
-from .meshes import PreparedMesh, prepare_mesh, write_textured_glb, write_textured_obj
+from .meshes import PreparedMesh, check_reference_fits_uvs, prepare_mesh, write_textured_glb, write_textured_obj
 
 RESULT_KIND = "texture"
 CHECKPOINT_FILE = "texture_checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+# The prompt a job records when an oracle is its guidance and the caller gave none.
+ORACLE_PROMPT = "(oracle reference texture)"
 TEXTURE_FILE = "texture.png"
 OBJ_FILE = "textured_mesh.obj"
 MTL_FILE = "textured_mesh.mtl"
@@ -408,6 +410,9 @@ def texture_mesh(
         "cancelled" (or "suspended"), raises JobCancelled.
     overwrite: replace a finished result in ``out_dir`` (otherwise that is an error).
     """
+    if isinstance(guidance, TextureOracle) and not any(str(text or "").strip() for text in (
+            prompt, overrides.get("prompt"), config.prompt if config is not None else None)):
+        prompt = ORACLE_PROMPT  # the oracle's target is its texture; no prompt is needed
     config = resolve_config(config, prompt, overrides)
     events = events if events is not None else EventLog(None)
     out_dir = Path(out_dir)
@@ -421,12 +426,14 @@ def texture_mesh(
     prepared = prepare_mesh(mesh_path, atlas_resolution=config.texture_size)
     if payload is not None:
         prepared = restore_atlas(payload, prepared)
+    if isinstance(guidance, TextureOracle):
+        check_reference_fits_uvs(guidance.reference_texture, guidance.uv_fingerprint, prepared)
     for warning in prepared.warnings:
         events.emit("warning", message=warning)
     model, conditioner, guidance_name = make_guidance(guidance, config, device)
     mesh = prepared.mesh.to(device)
     events.emit("info", message=f"texturing {mesh.num_faces:,} triangles ({prepared.uv_source} UVs) with {guidance_name}",
-                n_faces=mesh.num_faces, uv_source=prepared.uv_source, device=str(device))
+                n_faces=mesh.num_faces, uv_source=prepared.uv_source, up_axis=prepared.up_axis, device=str(device))
 
     if payload is not None:
         state = _load_state(payload, config, prepared, device, checkpoint_path(checkpoint_dir))
