@@ -234,6 +234,14 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_selfcheck(args) -> int:
+    from . import selfcheck
+
+    floors = {name: value for name, value in (("texture_psnr_floor", args.texture_psnr_floor),
+                                              ("text3d_psnr_floor", args.text3d_psnr_floor)) if value is not None}
+    return selfcheck.run_selfcheck(fast=args.fast, model=args.model, skip_text3d=args.skip_text3d, **floors)
+
+
 def cmd_convert(args) -> int:
     from .gaussians.formats import convert_splats
 
@@ -376,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the job's checkpoint (after a cancel, a crash or a killed worker); an error when it has none")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("selfcheck", help="check an install: the texture and text-to-3D jobs with the oracle on a "
+                                         "built-in asset (under a minute on a CPU); non-zero exit on failure")
+    p.add_argument("--fast", action="store_true", help="fewer steps (lower figures, same floors)")
+    p.add_argument("--model", default=None, help="a local Stable Diffusion folder: also run one real SDS step")
+    p.add_argument("--texture-psnr-floor", type=float, default=None, help="dB the texture check must reach")
+    p.add_argument("--text3d-psnr-floor", type=float, default=None, help="dB the text-to-3D check must reach")
+    p.add_argument("--skip-text3d", action="store_true")
+    p.set_defaults(func=cmd_selfcheck)
 
     p = sub.add_parser("serve", help="HTTP service for the Blender add-on")
     from .service.options import add_serve_arguments
