@@ -268,3 +268,23 @@ def test_make_strategy_mcmc_has_its_schedule_and_takes_the_cap():
     assert isinstance(s, strategy.TorchMCMCStrategy)
     assert (s.cap_max, s.refine_start_iter, s.refine_stop_iter, s.refine_every) == (777, 300, 2500, 100)
     assert strategy.make_strategy("mcmc", 30_000, max_gaussians=None).refine_stop_iter == 25_000
+
+
+def test_sh_degree_schedule_follows_the_run_length():
+    """3DGS raises the SH degree every 1000 steps; a short run reaches degree 3 at 3/8 of its steps."""
+    from radiantforge.gaussians.config import GaussianTrainConfig
+    from radiantforge.gaussians.train import active_sh_degree
+
+    assert strategy.sh_degree_interval_for(30_000) == 1000
+    assert strategy.sh_degree_interval_for(7000) == 875
+    assert strategy.sh_degree_interval_for(2000) == 250
+    assert strategy.sh_degree_interval_for(3) == 1
+    short = GaussianTrainConfig(steps=2000)
+    assert [active_sh_degree(step, short) for step in (0, 249, 250, 500, 749, 750, 1999)] == [0, 0, 1, 2, 2, 3, 3]
+    # The interval is read from config.steps when it is used (a time budget sets steps after the config is made).
+    budgeted = GaussianTrainConfig(steps=800)
+    assert active_sh_degree(300, budgeted) == 3
+    fixed = GaussianTrainConfig(steps=2000, sh_degree=2, sh_degree_interval=1000)
+    assert [active_sh_degree(step, fixed) for step in (999, 1000, 1999)] == [0, 1, 1]
+    with pytest.raises(Exception, match="sh_degree_interval"):
+        GaussianTrainConfig(sh_degree_interval=0)

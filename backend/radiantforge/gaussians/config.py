@@ -46,7 +46,9 @@ class GaussianTrainConfig:
     """Everything that shapes a Gaussian training run. Bad values raise InputError naming the field.
 
     steps: optimisation steps (``iters`` in job.json files of earlier releases). sh_degree: highest
-    SH degree (0-3), reached by raising the active degree every ``sh_degree_interval`` steps. max_gaussians: cap on the count (None: no cap).
+    SH degree (0-3), reached by raising the active degree every ``sh_degree_interval`` steps (None: the
+    run's own, ``strategy.sh_degree_interval_for(steps)``: 1000 from 8000 steps on, else steps // 8).
+    max_gaussians: cap on the count (None: no cap).
     downscale / background: how the dataset is loaded when training from a path; background is
     also the render background. ssim_lambda: λ of the loss. strategy: densification ("default").
     grow_grad2d / prune_opa: DefaultStrategy thresholds (prune_opa is MCMC's min_opacity too).
@@ -70,7 +72,7 @@ class GaussianTrainConfig:
 
     steps: int = 7000
     sh_degree: int = 3
-    sh_degree_interval: int = 1000
+    sh_degree_interval: int | None = None
     max_gaussians: int | None = 500_000
     downscale: float = 1.0
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -103,7 +105,8 @@ class GaussianTrainConfig:
     def __post_init__(self):
         check_integer(self, "steps", minimum=1, maximum=MAX_GAUSSIAN_STEPS)
         check_integer(self, "sh_degree", minimum=0, maximum=3)
-        check_integer(self, "sh_degree_interval", minimum=1)
+        if self.sh_degree_interval is not None:
+            check_integer(self, "sh_degree_interval", minimum=1)
         if self.max_gaussians is not None:
             check_integer(self, "max_gaussians", minimum=1, maximum=MAX_GAUSSIANS)
         check_number(self, "downscale", low=0.0, high=MAX_DOWNSCALE, low_open=True)

@@ -49,6 +49,18 @@ MIN_REFINEMENTS_AFTER_RESET = 5
 RESET_OPACITY_FACTOR = 2.0
 
 
+# The SH degree rises one band every 1000 steps in 3DGS (degree 3 at step 3000 of 30k). A short run
+# raises it every steps // 8 (degree 3 at 3/8 of the run): measured on the truck-class yard at
+# 2000 steps, every 1000 (degree 2 at the end, band 3 never) gave 33.08 dB, every 100 33.71, every 250 34.09.
+REFERENCE_SH_DEGREE_INTERVAL = 1000
+SH_DEGREE_INTERVAL_FRACTION = 1 / 8
+
+
+def sh_degree_interval_for(steps: int) -> int:
+    """Steps between raises of the active SH degree for a run of ``steps``."""
+    return max(1, min(REFERENCE_SH_DEGREE_INTERVAL, round(steps * SH_DEGREE_INTERVAL_FRACTION)))
+
+
 @dataclass
 class RefineSchedule:
     refine_start_iter: int

@@ -51,7 +51,7 @@ from .config import RESUMABLE_FIELDS, GaussianTrainConfig
 from .evaluation import METRICS_FILE, TEST_RENDERS_DIR, evaluate_ply, evaluate_splats
 from .rasterizers import Rasterizer, prepare_rasterizer
 from .splats import GaussianSplats
-from .strategy import make_strategy
+from .strategy import make_strategy, sh_degree_interval_for
 
 __all__ = ["CHECKPOINT_FILE", "GaussianTrainConfig", "GaussianTrainResult", "checkpoint_path", "evaluate_ply",
            "evaluate_splats", "init_gaussians", "train_gaussians", "view_for_step"]
@@ -262,7 +262,9 @@ def view_for_step(step: int, n_views: int, seed: int) -> int:
 
 
 def active_sh_degree(step: int, config: GaussianTrainConfig) -> int:
-    return min(config.sh_degree, step // config.sh_degree_interval)
+    """The SH degree trained at ``step``; the interval follows ``config.steps`` (which a time budget sets)."""
+    interval = config.sh_degree_interval or sh_degree_interval_for(config.steps)
+    return min(config.sh_degree, step // interval)
 
 
 def _render(params, viewmats, Ks, width: int, height: int, sh_degree: int, background: torch.Tensor, backend: Rasterizer):
