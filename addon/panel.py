@@ -171,7 +171,7 @@ class RADIANTFORGE_PT_capture(RadiantForgeSettingsPanel, bpy.types.Panel):
         if props.camera_source == "COLLECTION":
             layout.prop(props, "camera_collection")
         else:
-            _draw_props(layout, props, ("view_count", "upper_hemisphere", "focal_length", "keep_rig"))
+            _draw_props(layout, props, ("view_count", "hemisphere", "focal_length", "keep_rig"))
             selected = len([o for o in context.selected_objects if o.type == "MESH"]) if hasattr(context, "selected_objects") else 0
             layout.label(text=f"Around {selected} selected object(s)" if selected else "Around everything that renders",
                          icon="OBJECT_DATA")

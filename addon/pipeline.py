@@ -102,7 +102,7 @@ def capture_plan_from_context(context) -> capture_module.CapturePlan:
         objects = selected or None  # nothing selected: circle everything that renders
     return capture_module.CapturePlan(
         scene=scene, cameras=cameras, objects=objects, view_count=props.view_count,
-        upper_hemisphere=props.upper_hemisphere, focal_length_mm=props.focal_length, keep_rig=props.keep_rig,
+        upper_hemisphere={"AUTO": None, "FULL": False, "UPPER": True}[props.hemisphere], focal_length_mm=props.focal_length, keep_rig=props.keep_rig,
         settings=capture_settings_from_scene(scene, objects))
 
 

@@ -15,10 +15,18 @@ from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, P
 from .io.job_folder import QUALITY_TIME_BUDGETS
 
 ENGINE_ITEMS = [
-    ("SCENE", "Scene's engine", "Render with the engine set in the scene's render properties"),
+    ("FAST_CYCLES", "Fast Cycles", "Cycles with 32 samples (or Samples), adaptive sampling and denoising: "
+                                   "seconds a view on a CPU"),
+    ("SCENE", "Scene's engine", "Render with the engine and samples set in the scene's render properties"),
     ("CYCLES", "Cycles", "Path tracing: slowest, most faithful"),
     ("BLENDER_EEVEE", "EEVEE", "Real-time engine"),
     ("BLENDER_WORKBENCH", "Workbench", "Flat viewport shading: fastest, for quick tests"),
+]
+
+HEMISPHERE_ITEMS = [
+    ("AUTO", "Auto", "Above the objects when they stand on a floor (a large flat object under them), else all around"),
+    ("FULL", "Whole Sphere", "Cameras all around the objects, below them too"),
+    ("UPPER", "Upper Hemisphere", "Cameras above the objects only"),
 ]
 
 CAMERA_SOURCE_ITEMS = [
@@ -144,17 +152,17 @@ class RadiantForgeSceneSettings(bpy.types.PropertyGroup):
                                        description="Collection whose cameras are rendered")
     view_count: IntProperty(name="Views", default=DEFAULT_VIEWS, min=2, soft_max=300,
                             description="Number of orbit cameras")
-    upper_hemisphere: BoolProperty(name="Upper Hemisphere", default=False,
-                                   description="Place orbit cameras above the objects only (for objects on a floor)")
+    hemisphere: EnumProperty(name="Orbit", items=HEMISPHERE_ITEMS, default="AUTO",
+                             description="Where the orbit cameras go around the objects")
     focal_length: FloatProperty(name="Focal Length", default=50.0, min=1.0, soft_max=300.0, unit="CAMERA",
                                 description="Lens of the orbit cameras")
     test_every: IntProperty(name="Hold Out Every", default=DEFAULT_TEST_EVERY, min=2, soft_max=50,
                             description="Every k-th view is kept for testing, not training")
-    engine: EnumProperty(name="Engine", items=ENGINE_ITEMS, default="SCENE")
+    engine: EnumProperty(name="Engine", items=ENGINE_ITEMS, default="FAST_CYCLES")
     resolution: IntProperty(name="Resolution", default=DEFAULT_RESOLUTION, min=16, soft_max=2048, subtype="PIXEL",
                             description="Width and height of the rendered views")
     samples: IntProperty(name="Samples", default=0, min=0, soft_max=1024,
-                         description="Render samples (Cycles, EEVEE); 0 keeps the scene's")
+                         description="Render samples (Cycles, EEVEE); 0: Fast Cycles' 32, else the scene's")
     point_count: IntProperty(name="Points", default=20000, min=0, soft_max=200000,
                              description="Surface points sampled for points3d.ply (the Gaussians' starting positions)")
     keep_rig: BoolProperty(name="Keep Orbit Cameras", default=False,

@@ -49,7 +49,8 @@ def build_parser(blend_from_blender: bool) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the input file)")
     parser.add_argument("--views", type=int, default=48, help="orbit cameras (default 48)")
     parser.add_argument("--camera-collection", help="use the cameras of this collection instead of an orbit rig")
-    parser.add_argument("--hemisphere", action="store_true", help="orbit cameras above the objects only")
+    parser.add_argument("--hemisphere", choices=("AUTO", "FULL", "UPPER"), default="AUTO",
+                        help="orbit cameras: above the objects when they stand on a floor (AUTO), all around, or above")
     parser.add_argument("--test-every", type=int, default=8, help="hold out every k-th view for testing (default 8)")
     parser.add_argument("--resolution", type=int, default=256, help="square render size in pixels (default 256)")
     parser.add_argument("--engine", default="SCENE", choices=("SCENE", "CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH"))
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             settings.camera_source = "ORBIT"
             settings.view_count = args.views
-            settings.upper_hemisphere = args.hemisphere
+            settings.hemisphere = args.hemisphere
         settings.test_every = args.test_every
         settings.resolution = args.resolution
         settings.engine = args.engine

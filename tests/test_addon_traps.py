@@ -219,3 +219,74 @@ def test_a_new_headless_process_enables_the_installed_extension(tmp_path, extens
     assert info["before"] is False  # the trap: installed, yet off in a fresh process
     assert info["after"] is True
     assert info["module"] == "bl_ext.user_default.radiant_forge"  # the extension, not the venv's copy
+
+
+def test_find_floor_knows_a_floor_from_a_shelf_and_a_coaster():
+    from radiantforge_addon.io.cameras import find_floor
+
+    def box(low, high):
+        return np.array(low, float), np.array(high, float)
+
+    subjects = {"bunny": box((-1, -1, 0.0), (1, 1, 2)), "spot": box((1, -0.5, 0.0), (2, 0.5, 1))}
+    floor = {"floor": box((-5, -5, -0.02), (5, 5, 0.0))}
+    assert find_floor({**subjects, **floor}, ["bunny", "spot"]) == "floor"
+    assert find_floor({**subjects, **floor}, ["bunny", "spot", "floor"]) == "floor"  # everything selected
+    assert find_floor(subjects, ["bunny", "spot"]) is None
+    shelf = {"shelf": box((-5, -5, 1.0), (5, 5, 1.05))}  # flat and wide, but above their feet
+    assert find_floor({**subjects, **shelf}, ["bunny", "spot"]) is None
+    coaster = {"coaster": box((-0.2, -0.2, -0.01), (0.2, 0.2, 0.0))}  # flat and under, but small
+    assert find_floor({**subjects, **coaster}, ["bunny", "spot"]) is None
+
+
+DEFAULTS_SCRIPT = """
+import bpy
+import radiantforge_addon
+from radiantforge_addon import capture, pipeline
+
+bpy.ops.wm.read_factory_settings(use_empty=False)
+radiantforge_addon.register()
+scene = bpy.context.scene
+props = scene.radiantforge
+out = {"engine": props.engine, "hemisphere": props.hemisphere}
+
+# Fast Cycles: 32 samples, adaptive, denoised; the scene's own settings come back afterwards.
+scene.cycles.samples, scene.cycles.use_denoising = 4096, False
+override = capture.SettingsOverride()
+settings = pipeline.capture_settings_from_scene(scene)
+engine = capture._apply_render_settings(scene, settings, override)
+out["fast"] = [engine, scene.cycles.samples, scene.cycles.use_adaptive_sampling, scene.cycles.use_denoising]
+override.restore()
+out["restored"] = [scene.render.engine, scene.cycles.samples, scene.cycles.use_denoising]
+
+def orbit(tmp_name):
+    plan = pipeline.capture_plan_from_context(bpy.context)
+    plan.keep_rig = True
+    plan.settings = capture.CaptureSettings(engine="BLENDER_WORKBENCH", resolution=(8, 8), test_every=2, n_points=0)
+    plan.view_count = 6
+    messages = [step.message for step in plan.write_job(TMP + "/" + tmp_name, {"steps": 5})]
+    rig = bpy.data.collections[capture.RIG_COLLECTION_NAME]
+    lowest = min(camera.matrix_world.translation.z for camera in rig.objects)
+    for camera in list(rig.objects):
+        bpy.data.objects.remove(camera)
+    bpy.data.collections.remove(rig)
+    return [messages[0], lowest]
+
+for obj in bpy.context.selected_objects:
+    obj.select_set(False)
+out["no_floor"] = orbit("no_floor")
+bpy.ops.mesh.primitive_plane_add(size=20.0, location=(0.0, 0.0, -1.0))  # under the default cube (z -1..1)
+bpy.context.active_object.select_set(False)
+out["floor"] = orbit("floor")
+radiantforge_addon.unregister()
+report(out)
+"""
+
+
+def test_capture_defaults_render_fast_and_orbit_above_a_floor(tmp_path):
+    info = run_bpy(DEFAULTS_SCRIPT.replace("TMP", repr(str(tmp_path))), tmp_path)
+    assert info["engine"] == "FAST_CYCLES" and info["hemisphere"] == "AUTO"
+    assert info["fast"] == ["CYCLES", 32, True, True]
+    assert info["restored"][1:] == [4096, False]
+    assert "whole sphere" in info["no_floor"][0] and info["no_floor"][1] < -1.0  # cameras below the cube too
+    assert "upper hemisphere" in info["floor"][0] and "'Plane'" in info["floor"][0]
+    assert info["floor"][1] >= -1e-6  # none below the cube's centre: the floor hides the underside

@@ -141,7 +141,7 @@ def test_generate_from_text_through_the_service(tmp_path):
         "guidance_scale": 7.5, "latent_iter_ratio": 0.0, "albedo_probability": 0.5,
         "textureless_probability": 0.25, "ambient": spec["params"]["ambient"], "entropy_weight": spec["params"]["entropy_weight"],
         "orientation_weight": spec["params"]["orientation_weight"], "sparsity_weight": spec["params"]["sparsity_weight"],
-        "target_faces": 400, "texture_size": TEXTURE_SIZE, "model": "sd15"}
+        "target_faces": 400, "texture_size": TEXTURE_SIZE, "model": "sd15", "representation": "nerf"}
     assert np.allclose([spec["params"][k] for k in ("ambient", "entropy_weight", "orientation_weight", "sparsity_weight")],
                        [0.2, 0.01, 0.02, 0.001])
 

@@ -55,6 +55,40 @@ def fibonacci_directions(n: int, upper_hemisphere: bool = False, min_elevation_d
     return np.stack([r * np.cos(theta), r * np.sin(theta), z], axis=-1)
 
 
+# A floor: an object at most this thin (its height over its larger horizontal side) ...
+FLOOR_FLATNESS = 0.05
+# ... whose top lies at most this share of the subjects' height above their lowest point ...
+FLOOR_TOP_TOLERANCE = 0.05
+# ... and whose horizontal box covers at least this share of the subjects' on each axis.
+FLOOR_COVERAGE = 0.9
+
+
+def find_floor(boxes: dict[str, tuple[np.ndarray, np.ndarray]], subjects: list[str]) -> str | None:
+    """The name of the object the ``subjects`` stand on, or None: a flat object (world Z up) under all
+    of them that spans their footprint. ``boxes``: name -> (low (3,), high (3,)) world bounds of every
+    object that renders; ``subjects``: the names the cameras circle (a floor among them counts too)."""
+    candidates = []
+    for name, (low, high) in boxes.items():
+        size = np.asarray(high, np.float64) - np.asarray(low, np.float64)
+        if max(size[0], size[1]) > 0 and size[2] <= FLOOR_FLATNESS * max(size[0], size[1]):
+            candidates.append((float(size[0] * size[1]), name))
+    for _, name in sorted(candidates, reverse=True):  # the largest flat object first
+        others = [boxes[other] for other in subjects if other != name and other in boxes]
+        if not others:
+            continue
+        low = np.min([np.asarray(b[0], np.float64) for b in others], axis=0)
+        high = np.max([np.asarray(b[1], np.float64) for b in others], axis=0)
+        floor_low, floor_high = (np.asarray(v, np.float64) for v in boxes[name])
+        height = max(high[2] - low[2], 1e-9)
+        under = floor_high[2] <= low[2] + FLOOR_TOP_TOLERANCE * height
+        centre = 0.5 * (low[:2] + high[:2])
+        spans = bool(np.all(floor_low[:2] <= centre) and np.all(centre <= floor_high[:2])
+                     and np.all(floor_high[:2] - floor_low[:2] >= FLOOR_COVERAGE * (high[:2] - low[:2])))
+        if under and spans:
+            return name
+    return None
+
+
 def look_at_camera_to_world(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(4, 4) camera-to-world matrix of a Blender camera at ``eye`` (3,) looking at ``target`` (3,), world +Z up."""
     forward = np.asarray(target, np.float64) - np.asarray(eye, np.float64)
