@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The tests' UV atlas cache lives in a temporary folder, not in the user's ~/.cache.
+os.environ.setdefault("RADIANTFORGE_CACHE_DIR", tempfile.mkdtemp(prefix="radiantforge-test-cache-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = REPO_ROOT.parent / "shared" / "assets"
