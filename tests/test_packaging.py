@@ -6,7 +6,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # What an extension may import: Blender's own modules, numpy and the standard library.
-ADDON_ALLOWED_THIRD_PARTY = {"bpy", "bpy_extras", "mathutils", "bmesh", "gpu", "gpu_extras", "numpy", "addon_utils", "idprop", "bl_ui", "rna_prop_ui", "bl_operators", "imbuf", "aud", "blf", "bgl"}
+ADDON_ALLOWED_THIRD_PARTY = {"bpy", "bpy_extras", "mathutils", "bmesh", "gpu", "gpu_extras", "numpy", "addon_utils", "idprop", "bl_ui", "rna_prop_ui", "bl_operators", "imbuf", "aud", "blf", "bgl", "zstandard"}  # zstandard: bundled with Blender (SPZ v4)
 
 
 def _listed_packages() -> set[str]:
