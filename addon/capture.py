@@ -75,10 +75,12 @@ SPLAT_COUNT_KEY = "radiantforge_splat_count"
 def renderable_geometry_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
     """Objects of the scene's view layer that render as surfaces (geometry types, not hidden in render)."""
     view_layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+    # A view layer lists a just-removed object (a capture rig, a cancelled import) as None until
+    # it is next evaluated.
     return [
         obj
         for obj in view_layer.objects
-        if obj.type in GEOMETRY_TYPES and not obj.hide_render
+        if obj is not None and obj.type in GEOMETRY_TYPES and not obj.hide_render
     ]
 
 

@@ -179,7 +179,8 @@ try:
             runner.cancel()
     outcome["cancel_capture"] = {"state": runner.state, "job_dir_exists": (tmp / "jobs" / "cancel-capture").exists(),
                                  "engine_restored": scene.render.engine == engine_before,
-                                 "rig_left": [c.name for c in bpy.data.collections if "Cameras" in c.name]}
+                                 "rig_left": [c.name for c in bpy.data.collections if "Cameras" in c.name],
+                                 "error": runner.error}
 finally:
     service.stop()
 outcome["service_stopped"] = not service.is_running()
@@ -213,5 +214,6 @@ def test_remote_upload_download_cancel_and_bad_token(tmp_path):
     assert not (tmp_path / "jobs" / "cancelled" / "result").exists()
 
     cancel_capture = outcome["cancel_capture"]
-    assert cancel_capture == {"state": "cancelled", "job_dir_exists": False, "engine_restored": True, "rig_left": []}
+    error = cancel_capture.pop("error")
+    assert cancel_capture == {"state": "cancelled", "job_dir_exists": False, "engine_restored": True, "rig_left": []}, error
     assert outcome["service_stopped"]
