@@ -364,3 +364,15 @@ def test_cli_text3d_and_batch(tiny_model, tmp_path, capsys, single_thread):
     assert cli.main(["text3d", "--prompt", "a lamp", "--out", str(tmp_path / "x"), "--set", "bogus=1"]) == 2
     assert "bogus" in capsys.readouterr().err
     assert cli.main(["text3d", "--prompt", "a lamp", "--out", str(tmp_path / "y"), "--set", "steps"]) == 2
+
+
+def test_the_oracle_needs_no_prompt(spot, tmp_path):
+    """The oracle's target is the answer: a run with no prompt goes ahead and records the oracle's
+    stand-in prompt; without the oracle an empty prompt is still an error naming the field."""
+    oracle = Text3DOracle(OracleDenoiser("space_to_depth", device="cpu"), MeshTarget(spot))
+    result = generate_3d(None, tmp_path / "out", guidance=oracle, steps=2, **TINY_SETTINGS)
+    recorded = json.loads((result.out_dir / "result.json").read_text())
+    assert json.dumps(recorded).count("(oracle reference object)") >= 1
+    with pytest.raises(InputError) as error:
+        generate_3d(None, tmp_path / "no_oracle")
+    assert error.value.field == "prompt"

@@ -60,6 +60,16 @@ def resolve_guided_config(config, config_type: type, prompt: str | None, overrid
     return config
 
 
+def oracle_prompt_when_none(prompt: str | None, overrides: dict, config, guidance, oracle_type: type,
+                            oracle_prompt: str) -> str | None:
+    """``oracle_prompt`` when ``guidance`` is an ``oracle_type`` and no prompt was given anywhere
+    (argument, overrides, config): the oracle's target is the answer, so no prompt is needed; else ``prompt``."""
+    given = (prompt, overrides.get("prompt"), config.prompt if config is not None else None)
+    if isinstance(guidance, oracle_type) and not any(str(text or "").strip() for text in given):
+        return oracle_prompt
+    return prompt
+
+
 def make_guidance(guidance, config, device: torch.device, *, oracle_type: type,
                   oracle_conditioner: Callable[[Any], Any], prompt_conditioner: Callable[[Any], Any]):
     """(guidance model, conditioner, description) for ``guidance``: None (load ``config.model``),

@@ -198,18 +198,13 @@ def generate_uv_atlas(mesh: TriangleMesh, *, resolution: int = 1024, padding_px:
     resolution / padding_px: the texture size the charts are packed for and the gap between charts
     in its pixels (so bilinear sampling does not bleed one chart into the next).
     """
-    import xatlas  # imported here: only meshes without UVs need it
+    from .atlas import AtlasOptions, make_uv_atlas
 
-    pack = xatlas.PackOptions()
-    pack.resolution = int(resolution)
-    pack.padding = int(padding_px)
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(mesh.vertices.cpu().numpy(), mesh.faces.cpu().numpy().astype(np.uint32))
-    atlas.generate(pack_options=pack)
-    vertex_map, new_faces, new_uvs = atlas[0]  # (V',) source vertex, (F, 3) faces, (V', 2) uvs
-    vertex_map = torch.as_tensor(vertex_map.astype(np.int64), device=mesh.vertices.device)
-    new_faces = torch.as_tensor(new_faces.astype(np.int64), device=mesh.vertices.device)
-    uvs = torch.as_tensor(new_uvs, dtype=torch.float32, device=mesh.vertices.device)
+    atlas = make_uv_atlas(mesh.vertices.cpu().numpy(), mesh.faces.cpu().numpy(),
+                          AtlasOptions(resolution=int(resolution), padding_px=int(padding_px)))
+    vertex_map = torch.as_tensor(atlas.vertex_map, device=mesh.vertices.device)
+    new_faces = torch.as_tensor(atlas.faces, device=mesh.vertices.device)
+    uvs = torch.as_tensor(atlas.uvs, dtype=torch.float32, device=mesh.vertices.device)
 
     def remap(values):
         return None if values is None else values[vertex_map]

@@ -44,7 +44,7 @@ from ..errors import InputError, RadiantForgeError
 from ..events import EventLog
 from ..guidance import CameraSamplingConfig, SDSConfig, cameras_from_spherical, sample_cameras, sds_loss
 from ..guidance.guided_jobs import make_guidance as shared_make_guidance
-from ..guidance.guided_jobs import resolve_guided_config
+from ..guidance.guided_jobs import oracle_prompt_when_none, resolve_guided_config
 from ..mesh import TriangleMesh
 from ..metrics import psnr
 from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, partial_result, write_json
@@ -54,6 +54,9 @@ from ..runs import RunPlan, default_checkpoint_dir, run_steps
 from .conditioning import MeshTarget, OracleConditioner, PromptConditioner, StepViews, Text3DOracle
 from .config import RESUMABLE_FIELDS, Text3DConfig, check_prompt
 from .evaluate import mesh_chamfer, silhouette_iou
+
+# The prompt a job records when an oracle is its guidance and the caller gave none.
+ORACLE_PROMPT = "(oracle reference object)"
 
 RESULT_KIND = "text3d"
 CHECKPOINT_FILE = "text3d_checkpoint.pt"
@@ -586,6 +589,7 @@ def generate_3d(
         "cancelled" (or "suspended"), raises JobCancelled.
     overwrite: replace a finished result in ``out_dir`` (otherwise that is an error).
     """
+    prompt = oracle_prompt_when_none(prompt, overrides, config, guidance, Text3DOracle, ORACLE_PROMPT)
     config = resolve_config(config, prompt, overrides)
     events = events if events is not None else EventLog(None)
     out_dir = Path(out_dir)

@@ -38,7 +38,7 @@ from ..events import EventLog
 from ..guidance import (CameraSamplingConfig, GuidanceModel, SDSConfig, cameras_from_spherical, sample_cameras, sds_loss,
                         spherical_to_direction)
 from ..guidance.guided_jobs import make_guidance as shared_make_guidance
-from ..guidance.guided_jobs import resolve_guided_config
+from ..guidance.guided_jobs import oracle_prompt_when_none, resolve_guided_config
 from ..mesh import DirectionalLight, TriangleMesh, rasterize_mesh, render_textured_mesh
 from ..metrics import psnr
 from ..result_folders import PREVIEW_FILE, RESULT_FILE, check_out_dir, partial_result, write_json
@@ -410,9 +410,7 @@ def texture_mesh(
         "cancelled" (or "suspended"), raises JobCancelled.
     overwrite: replace a finished result in ``out_dir`` (otherwise that is an error).
     """
-    if isinstance(guidance, TextureOracle) and not any(str(text or "").strip() for text in (
-            prompt, overrides.get("prompt"), config.prompt if config is not None else None)):
-        prompt = ORACLE_PROMPT  # the oracle's target is its texture; no prompt is needed
+    prompt = oracle_prompt_when_none(prompt, overrides, config, guidance, TextureOracle, ORACLE_PROMPT)
     config = resolve_config(config, prompt, overrides)
     events = events if events is not None else EventLog(None)
     out_dir = Path(out_dir)
