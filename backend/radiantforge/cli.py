@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(text3d, texture, gaussians; see README), or a text file with one prompt per line (# comments)")
     p.add_argument("--out", required=True, help="folder for the result folders and the summary table")
     p.add_argument("--ray", metavar="auto|ADDRESS", help="run the entries on a Ray cluster: auto (this machine's, "
-                   "started if none runs) or its address (host:6379); default: here, one after another")
+                   "started if none runs) or its address (host:6379; a `ray start` head wants RAY_AUTH_MODE=token and its "
+                   "token); default: here, one after another")
     p.add_argument("--workers", type=_positive_int, help="Ray workers (default: one per GPU, else one per CPU)")
     p.add_argument("--no-shared-disk", action="store_true", help="Ray workers do not see --out: they send results "
                    "back to this process, which writes them")

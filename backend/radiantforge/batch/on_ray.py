@@ -148,9 +148,68 @@ def unpack_result(archive: bytes, out_dir: Path, folder: str) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+# How long an explicit --ray address may take to accept a TCP connection before we say nobody answers
+# (Ray itself retries for about two minutes before it gives up).
+ADDRESS_PROBE_SECONDS = 5.0
+
+
+def cluster_host_and_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a plain ``HOST:PORT`` address (the GCS of ``ray start --head``); None for "auto" and
+    ``ray://`` client addresses, which are not probed. InputError naming ``--ray`` for a malformed one."""
+    if address == "auto" or "://" in address:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--ray expects auto or HOST:PORT (the head's address, as `ray start --head` prints it), "
+                         f"not {address!r}", field="--ray")
+    return host.strip("[]"), int(port)
+
+
+def probe_cluster_address(address: str, timeout_s: float = ADDRESS_PROBE_SECONDS) -> None:
+    """InputError naming ``--ray`` at once when nothing listens at ``address`` (Ray would retry for minutes)."""
+    host_port = cluster_host_and_port(address)
+    if host_port is None:
+        return
+    try:
+        with socket.create_connection(host_port, timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise InputError(f"no Ray cluster answers at --ray {address}: {exc.strerror or exc}. Start one there with "
+                         f"`ray start --head --port={host_port[1]}`, or use --ray auto for this machine's",
+                         field="--ray") from None
+
+
+def token_auth_advice(address: str) -> str:
+    """What to do when the cluster at ``address`` refused this process's credentials."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None or mode.lower() != "token":
+        return (f"the Ray cluster at {address} uses token authentication (`ray start` enables it by default from "
+                f"Ray 2.59), and Ray never sends a token to an explicit address unless asked: run with "
+                f"RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN")
+    return (f"the Ray cluster at {address} refused this process's token: use the one the head wrote "
+            f"(~/.ray/auth_token on the head, or `ray get-auth-token` there)")
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def refused_credentials(exc: BaseException) -> bool:
+    """Whether Ray's error says the cluster refused our token (Ray 2.60 keeps the AuthenticationError
+    only as text inside the RuntimeError that its ConnectionError is raised from)."""
+    return type(exc).__name__ == "AuthenticationError" or any(
+        mark in str(exc) for mark in ("InvalidAuthToken", "AuthenticationError"))
+
+
 def connect_to_cluster(address: str) -> bool:
     """Join (or start) the cluster; True when this call started Ray (and so shuts it down).
-    InputError naming ``--ray`` when Ray is not installed."""
+    InputError naming ``--ray`` when Ray is not installed, nothing answers at the address, or the
+    cluster refuses this process's credentials."""
     try:
         import ray
     except ImportError:
@@ -158,8 +217,14 @@ def connect_to_cluster(address: str) -> bool:
                          field="--ray") from None
     if ray.is_initialized():
         return False
-    ray.init(address=None if address == "auto" else address, include_dashboard=False, log_to_driver=True,
-             configure_logging=False)
+    probe_cluster_address(address)
+    try:
+        ray.init(address=None if address == "auto" else address, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False)
+    except Exception as exc:
+        if any(refused_credentials(e) for e in exception_chain(exc)):
+            raise InputError(token_auth_advice(address), field="--ray") from None
+        raise
     return True
 
 

@@ -37,7 +37,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cancel-grace", type=float, default=DEFAULT_CANCEL_GRACE_S, help="seconds a cancelled job gets to checkpoint before it is killed")
     parser.add_argument("--stop-grace", type=float, default=DEFAULT_STOP_GRACE_S, help="on Ctrl+C or SIGTERM, seconds the running job gets to checkpoint (it resumes at the next start) before it is killed")
     parser.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run submitted jobs as Ray tasks on a cluster "
-                        "(auto: this machine's, started if none runs; or head:6379), as many at once as it fits, "
+                        "(auto: this machine's, started if none runs; or head:6379, with RAY_AUTH_MODE=token and the head's "
+                        "token for a `ray start` head), as many at once as it fits, "
                         "instead of one local worker at a time; the job API is the same. Needs pip install "
                         "\"radiantforge[ray]\" and a SHARED DISK: every Ray node must see --root (and any job folder "
                         "submitted by path) at the same path")
