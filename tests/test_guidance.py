@@ -353,6 +353,31 @@ def test_sampled_cameras_respect_ranges_and_look_at_the_target():
     assert torch.equal(again.cameras.c2w_gl, views.cameras.c2w_gl)
 
 
+def test_underside_cameras_see_the_object_from_beneath_in_their_share():
+    band = dict(elevation_range_deg=(-10.0, 60.0), batch_size=4000)
+    plain = sample_cameras(CameraSamplingConfig(**band), generator=torch.Generator().manual_seed(3))
+    off = sample_cameras(CameraSamplingConfig(**band, underside_fraction=0.0), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(off.elevation_deg, plain.elevation_deg)  # 0 keeps the stream of earlier releases
+    views = sample_cameras(CameraSamplingConfig(**band, underside_fraction=0.15),
+                           generator=torch.Generator().manual_seed(3))
+    below = views.elevation_deg < -10.0
+    share = below.float().mean().item()
+    assert abs(share - 0.15) < 4 * math.sqrt(0.15 * 0.85 / 4000)
+    assert views.elevation_deg[below].min() >= -80.0 - 1e-4
+    assert views.elevation_deg[~below].min() >= -10.0 and views.elevation_deg.max() <= 60.0
+    # Even over the cap's area: sin(elevation) uniform between sin(-80°) and sin(-10°).
+    heights = torch.sin(torch.deg2rad(views.elevation_deg[below]))
+    low, high = math.sin(math.radians(-80.0)), math.sin(math.radians(-10.0))
+    counts = torch.histc(heights, bins=3, min=low, max=high)
+    expected = below.sum().item() / 3
+    assert (counts - expected).abs().max() < 4 * math.sqrt(expected)
+    # Cameras from beneath still look at the target with a proper frame.
+    to_target = torch.nn.functional.normalize(-views.cameras.centers, dim=-1)
+    assert torch.allclose(-views.cameras.c2w_gl[:, :3, 2], to_target, atol=1e-5)
+    with pytest.raises(InputError, match="underside_fraction"):
+        CameraSamplingConfig(underside_fraction=0.9)
+
+
 def test_uniform_area_elevation_sampling_covers_the_sphere_evenly():
     config = CameraSamplingConfig(elevation_range_deg=(-90.0, 90.0), elevation_sampling="uniform_area")
     views = sample_cameras(config, batch_size=4000, generator=torch.Generator().manual_seed(0))

@@ -19,6 +19,11 @@ from ..errors import InputError
 from .prompts import wrap_azimuth_deg
 
 
+# Underside cameras stop short of straight below: the look-at frame uses world Z as its up direction.
+UNDERSIDE_LOWEST_DEG = -80.0
+MAX_UNDERSIDE_FRACTION = 0.5
+
+
 @dataclass
 class CameraSamplingConfig:
     """Ranges to draw cameras from (inclusive), in metres and degrees.
@@ -26,6 +31,10 @@ class CameraSamplingConfig:
     elevation_sampling: "uniform_angle" draws the elevation angle uniformly; "uniform_area" draws
     sin(elevation) uniformly so that camera directions cover the sphere band evenly (fewer views
     crowd near the poles).
+    underside_fraction: the share of cameras drawn *below* elevation_range_deg instead, between
+    UNDERSIDE_LOWEST_DEG and its low end (evenly over that cap's area), so an object that does not
+    stand on a floor is seen from beneath too; 0 keeps every camera in elevation_range_deg (and
+    the random stream as it was).
     """
 
     distance_range: tuple[float, float] = (2.5, 3.5)
@@ -37,6 +46,7 @@ class CameraSamplingConfig:
     target: tuple[float, float, float] = (0.0, 0.0, 0.0)
     batch_size: int = 1
     elevation_sampling: Literal["uniform_angle", "uniform_area"] = "uniform_angle"
+    underside_fraction: float = 0.0
 
     def __post_init__(self):
         for name, (low, high), lowest, highest in (
@@ -56,6 +66,9 @@ class CameraSamplingConfig:
             raise InputError(f"image size must be positive, got {self.width}x{self.height}", field="width")
         if self.batch_size < 1:
             raise InputError(f"must be at least 1, got {self.batch_size}", field="batch_size")
+        if not 0.0 <= self.underside_fraction <= MAX_UNDERSIDE_FRACTION:
+            raise InputError(f"expected a share in [0, {MAX_UNDERSIDE_FRACTION}], got {self.underside_fraction}",
+                             field="underside_fraction")
         if self.elevation_sampling not in ("uniform_angle", "uniform_area"):
             raise InputError(f"expected uniform_angle or uniform_area, got {self.elevation_sampling!r}",
                              field="elevation_sampling")
@@ -124,6 +137,12 @@ def sample_cameras(config: CameraSamplingConfig | None = None, batch_size: int |
         elevation = torch.rad2deg(torch.asin(_uniform(sin_low, sin_high, count, generator).clamp(-1.0, 1.0)))
     else:
         elevation = _uniform(*config.elevation_range_deg, count, generator)
+    lowest_regular = config.elevation_range_deg[0]
+    if config.underside_fraction > 0 and lowest_regular > UNDERSIDE_LOWEST_DEG:
+        below = torch.rand(count, generator=generator) < config.underside_fraction
+        sin_low, sin_high = (math.sin(math.radians(e)) for e in (UNDERSIDE_LOWEST_DEG, lowest_regular))
+        underside = torch.rad2deg(torch.asin(_uniform(sin_low, sin_high, count, generator).clamp(-1.0, 1.0)))
+        elevation = torch.where(below, underside, elevation)
     distance = _uniform(*config.distance_range, count, generator)
     fov = _uniform(*config.fov_range_deg, count, generator)
     cameras = cameras_from_spherical(azimuth, elevation, distance, fov, config.width, config.height, config.target)

@@ -56,7 +56,10 @@ class Text3DConfig:
         upsampled to the guidance model's own size; num_samples: samples per ray;
         normal_difference: "central" or "forward" finite differences for the normals.
     Cameras (metres and degrees; azimuth 0 = the object's front, seen from −Y)
-      distance_range, elevation_range_deg, azimuth_range_deg, fov_range_deg, elevation_sampling.
+      distance_range, elevation_range_deg, azimuth_range_deg, fov_range_deg, elevation_sampling;
+      underside_fraction: the share of views drawn from beneath the object (−80° up to the low end
+        of elevation_range_deg): a generated object stands on no floor, and an underside never seen
+        grows stray material; 0 = none.
     Shading (DreamFusion)
       latent_iter_ratio: the first fraction of the steps renders normals only (geometry warm-up);
       afterwards albedo with albedo_probability, textureless with textureless_probability, else
@@ -123,6 +126,7 @@ class Text3DConfig:
     azimuth_range_deg: tuple[float, float] = (-180.0, 180.0)
     fov_range_deg: tuple[float, float] = (40.0, 70.0)
     elevation_sampling: str = "uniform_angle"
+    underside_fraction: float = 0.1
 
     latent_iter_ratio: float = 0.2
     albedo_probability: float = 0.2
@@ -201,6 +205,7 @@ class Text3DConfig:
         self.azimuth_range_deg = check_range(self, "azimuth_range_deg", -360.0, 360.0)
         self.fov_range_deg = check_range(self, "fov_range_deg", 0.0, 180.0, strict=True)
         check_choice(self, "elevation_sampling", ELEVATION_SAMPLING)
+        check_number(self, "underside_fraction", low=0.0, high=0.5)
 
         check_number(self, "latent_iter_ratio", low=0.0, high=1.0)
         check_number(self, "albedo_probability", low=0.0, high=1.0)

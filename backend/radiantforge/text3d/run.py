@@ -142,7 +142,8 @@ def camera_sampling(config: Text3DConfig) -> CameraSamplingConfig:
     return CameraSamplingConfig(
         distance_range=config.distance_range, elevation_range_deg=config.elevation_range_deg,
         azimuth_range_deg=config.azimuth_range_deg, fov_range_deg=config.fov_range_deg, width=config.resolution,
-        height=config.resolution, batch_size=config.batch_size, elevation_sampling=config.elevation_sampling)
+        height=config.resolution, batch_size=config.batch_size, elevation_sampling=config.elevation_sampling,
+        underside_fraction=config.underside_fraction)
 
 
 def field_config(config: Text3DConfig) -> FieldConfig:
