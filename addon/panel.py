@@ -6,7 +6,7 @@ import json
 
 import bpy
 
-from . import session
+from . import render_setup, session
 from .importers import gaussians as gaussian_importer
 from .importers import originals
 
@@ -208,6 +208,13 @@ class RADIANTFORGE_PT_gaussians(RadiantForgeSettingsPanel, bpy.types.Panel):
             if hidden is not None:
                 box.operator("radiant_forge.toggle_originals", icon="HIDE_ON" if hidden else "HIDE_OFF",
                              text="Show Originals" if hidden else "Hide Originals")
+        changes = render_setup.read_record(context.scene)
+        if changes:
+            box = layout.box()
+            box.label(text="Render settings set for the splats:", icon="SCENE")
+            for entry in changes:
+                box.label(text=render_setup.describe([entry]))
+            box.operator("radiant_forge.restore_render_settings", icon="LOOP_BACK")
 
 
 class RADIANTFORGE_PT_texture(RadiantForgeSettingsPanel, bpy.types.Panel):

@@ -26,6 +26,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from .. import render_setup
 from ..io import splat_formats
 from ..io.ply import PlyError, read_ply
 
@@ -142,12 +143,14 @@ def sh_degree_of(property_names: list[str]) -> int:
 
 def import_gaussians(filepath: str | os.PathLike, *, collection: bpy.types.Collection | None = None,
                      name: str | None = None, display: str = "AUTO",
-                     splat_size: float = DEFAULT_SPLAT_SIZE) -> bpy.types.Object:
+                     splat_size: float = DEFAULT_SPLAT_SIZE, render_settings: bool = True) -> bpy.types.Object:
     """Import the splat file at ``filepath`` (3DGS PLY, SPZ, .splat, glTF with KHR_gaussian_splatting) as one
     object linked to ``collection`` (default: the scene's).
 
     display: "AUTO" (points above LARGE_SPLAT_COUNT splats, else ellipsoids), "ELLIPSOIDS" or "POINTS";
-    it can be switched later on the modifier. Returns the new object.
+    it can be switched later on the modifier. render_settings: with sprites, set the scene's render
+    settings they need (Raw view transform, Cycles filter and transparent bounces; recorded, and
+    undone by ``render_setup.restore_render_settings``). Returns the new object.
     """
     if display not in DISPLAY_MODES:
         raise ValueError(f"display: expected one of {', '.join(DISPLAY_MODES)}, got {display!r}")
@@ -174,8 +177,10 @@ def import_gaussians(filepath: str | os.PathLike, *, collection: bpy.types.Colle
     (collection or bpy.context.scene.collection).objects.link(obj)
 
     as_points = display == "POINTS"
-    add_splat_modifier(obj, as_points=as_points, splat_size=splat_size, sprites=display in ("AUTO", "GAUSSIANS"),
-                       scene=bpy.context.scene)
+    sprites = display in ("AUTO", "GAUSSIANS")
+    add_splat_modifier(obj, as_points=as_points, splat_size=splat_size, sprites=sprites, scene=bpy.context.scene)
+    if sprites and render_settings:
+        render_setup.apply_splat_render_settings(bpy.context.scene)
     if hasattr(obj, "radiantforge_viewport_splats"):  # the add-on is registered: real Gaussians in the viewport
         obj.radiantforge_viewport_splats = True
     return obj
