@@ -136,7 +136,7 @@ report(checks)
 """
 
 EXPECTED_OPERATORS = ["batch_cancel", "batch_from_file", "batch_from_selection", "cancel_job", "capture_train", "check_backend", "export_job", "export_splats", "generate_from_text", "import_gaussians",
-                      "import_result", "import_turntable", "resume_job", "start_backend", "stop_backend", "texture_mesh",
+                      "import_result", "import_turntable", "restore_render_settings", "resume_job", "start_backend", "stop_backend", "texture_mesh",
                       "toggle_originals", "train_dataset"]
 
 
