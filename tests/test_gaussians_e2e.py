@@ -10,6 +10,7 @@ import pytest
 
 from radiantforge.data.transforms import load_nerf_dataset
 from radiantforge.events import read_events
+from radiantforge.gaussians.formats import convert_splats
 from radiantforge.gaussians.ply import load_gaussian_ply
 from radiantforge.gaussians.train import GaussianTrainConfig, evaluate_splats, init_gaussians
 from radiantforge.jobs import run_job, write_job
@@ -71,7 +72,7 @@ def test_running_a_finished_job_again_changes_nothing(finished_job):
     assert (job / "result" / "point_cloud.ply").stat().st_mtime_ns == before
 
 
-def test_cli_render_and_eval_on_the_trained_ply(finished_job, tmp_path):
+def test_cli_render_and_eval_read_the_trained_splats_in_any_format(finished_job, tmp_path):
     job, _ = finished_job
     ply = job / "result" / "point_cloud.ply"
     render = subprocess.run([sys.executable, "-m", "radiantforge", "render", str(ply), "--orbit", "4", "--size", "48x32",
@@ -86,6 +87,17 @@ def test_cli_render_and_eval_on_the_trained_ply(finished_job, tmp_path):
     metrics = json.loads(evaluation.stdout)
     trained = json.loads((job / "result" / "metrics.json").read_text())
     assert abs(metrics["psnr"] - trained["psnr"]) < 1e-3
+
+    # The other splat formats are read too: glTF keeps every value, so the same PSNR.
+    glb = tmp_path / "trained.glb"
+    convert_splats(ply, glb)
+    from_glb = subprocess.run([sys.executable, "-m", "radiantforge", "eval", str(glb), str(job / "data")],
+                              capture_output=True, text=True, timeout=120)
+    assert from_glb.returncode == 0, from_glb.stderr
+    assert abs(json.loads(from_glb.stdout)["psnr"] - trained["psnr"]) < 1e-3
+    unknown = subprocess.run([sys.executable, "-m", "radiantforge", "render", str(tmp_path / "scene.obj"), "--out",
+                              str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "scene.obj" in unknown.stderr and ".spz" in unknown.stderr, unknown.stderr
 
 
 def test_cli_trains_with_the_rasterizer_asked_for(tiny_blender_dataset, tmp_path):

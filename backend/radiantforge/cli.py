@@ -221,10 +221,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .gaussians.ply import load_gaussian_ply
+    from .gaussians.formats import load_splats
     from .gaussians.render import render_turntable
 
-    splats = load_gaussian_ply(args.ply)
+    splats = load_splats(args.ply)
     width, height = args.size
     files = render_turntable(splats, args.out, n_frames=args.orbit, width=width, height=height,
                              elevation_deg=args.elevation, background=args.background or (1.0, 1.0, 1.0),
@@ -350,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text3d_options(p)
     p.set_defaults(func=cmd_batch)
 
-    p = sub.add_parser("eval", help="PSNR / SSIM / LPIPS of a splat PLY on a dataset split")
-    p.add_argument("ply")
+    p = sub.add_parser("eval", help="PSNR / SSIM / LPIPS of a splat file on a dataset split")
+    p.add_argument("ply", metavar="SPLATS", help="a splat file: .ply (3DGS), .spz, .splat, .glb or .gltf")
     p.add_argument("data")
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="folder for renders beside ground truth and metrics.json")
@@ -360,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rasterizer_argument(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("render", help="render a splat PLY as a turntable (PNG frames, GIF, MP4)")
-    p.add_argument("ply")
+    p = sub.add_parser("render", help="render a splat file as a turntable (PNG frames, GIF, MP4)")
+    p.add_argument("ply", metavar="SPLATS", help="a splat file: .ply (3DGS), .spz, .splat, .glb or .gltf")
     p.add_argument("--out", required=True)
     p.add_argument("--orbit", type=_positive_int, default=60, help="number of frames around the object (default 60)")
     p.add_argument("--size", type=_parse_size, default=(256, 256), help="WIDTHxHEIGHT (default 256x256)")

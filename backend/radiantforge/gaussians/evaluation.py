@@ -88,12 +88,12 @@ def evaluate_splats(splats: GaussianSplats, views, background, *, device="auto",
 def evaluate_ply(ply, data, *, out_dir: str | Path | None = None, split: str = "test", background=(1.0, 1.0, 1.0),
                  device="auto", lpips_net: str | None = "alex", downscale: float = 1.0,
                  backend: str = "auto") -> dict[str, Any]:
-    """Evaluate a Gaussian PLY on a split of a dataset folder (what ``radiantforge eval`` runs).
+    """Evaluate a splat file (.ply, .spz, .splat, .glb, .gltf) on a split of a dataset folder (``radiantforge eval``).
 
     With ``out_dir`` (new or empty), renders beside ground truth and metrics.json are written there.
     """
     from ..data.transforms import load_nerf_dataset
-    from .ply import load_gaussian_ply
+    from .formats import load_splats
 
     background = check_colour(background)
     if out_dir is not None:
@@ -106,7 +106,7 @@ def evaluate_ply(ply, data, *, out_dir: str | Path | None = None, split: str = "
     if views is None or len(views) == 0:
         raise InputError(f"the dataset has no {quoted(split)} split (it has {', '.join(dataset.splits)})", file=data,
                          field="split")
-    splats = load_gaussian_ply(ply)
+    splats = load_splats(ply)  # .ply, .spz, .splat, .glb or .gltf
     if out_dir is None:
         metrics = evaluate_splats(splats, views, dataset.background, device=device, lpips_net=lpips_net,
                                   backend=backend)
