@@ -316,12 +316,13 @@ ply_path = sys.argv[1]
 bpy.ops.wm.read_factory_settings(use_empty=True)
 scene = bpy.context.scene
 factory = {"view": scene.view_settings.view_transform, "filter": scene.cycles.filter_width,
-           "bounces": scene.cycles.transparent_max_bounces}
+           "bounces": scene.cycles.transparent_max_bounces, "min_bounces": scene.cycles.min_transparent_bounces}
 gaussians.import_gaussians(ply_path, display="POINTS")  # no sprites: nothing to set
 untouched = {"view": scene.view_settings.view_transform, "record": render_setup.read_record(scene)}
 gaussians.import_gaussians(ply_path)
 after_import = {"view": scene.view_settings.view_transform, "filter": scene.cycles.filter_width,
-                "bounces": scene.cycles.transparent_max_bounces, "record": render_setup.read_record(scene)}
+                "bounces": scene.cycles.transparent_max_bounces, "min_bounces": scene.cycles.min_transparent_bounces,
+                "record": render_setup.read_record(scene)}
 scene.cycles.filter_width = 0.5  # the artist changes one setting afterwards
 gaussians.import_gaussians(ply_path)  # a second import: the record keeps the artist's first values
 second = render_setup.read_record(scene)
@@ -334,7 +335,8 @@ restored, left = render_setup.restore_render_settings(scene)
 report({"factory": factory, "untouched": untouched, "after_import": after_import, "second": second,
         "reopened": reopened, "restored": [e["path"] for e in restored], "left": [e["path"] for e in left],
         "final": {"view": scene.view_settings.view_transform, "filter": scene.cycles.filter_width,
-                  "bounces": scene.cycles.transparent_max_bounces, "record": render_setup.read_record(scene)},
+                  "bounces": scene.cycles.transparent_max_bounces, "min_bounces": scene.cycles.min_transparent_bounces,
+                  "record": render_setup.read_record(scene)},
         "text": render_setup.describe(after_import["record"])})
 """
 
@@ -342,18 +344,22 @@ report({"factory": factory, "untouched": untouched, "after_import": after_import
 def test_sprite_import_sets_the_render_settings_it_needs_and_restores_only_its_own(tmp_path):
     result = run_bpy(RENDER_SETUP_SCRIPT, tmp_path, args=[str(splat_asset("train-1000.ply")), str(tmp_path / "s.blend")])
     factory = result["factory"]
-    assert factory["view"] != "Raw" and factory["bounces"] < 128 and factory["filter"] > 0.01  # Blender's defaults
+    assert factory["view"] != "Raw" and factory["bounces"] < 512 and factory["min_bounces"] < 512  # Blender's defaults
+    assert factory["filter"] > 0.01
     assert result["untouched"] == {"view": factory["view"], "record": []}
     after = result["after_import"]
-    assert (after["view"], after["bounces"]) == ("Raw", 128) and after["filter"] == pytest.approx(0.01)
+    assert (after["view"], after["bounces"], after["min_bounces"]) == ("Raw", 512, 512)
+    assert after["filter"] == pytest.approx(0.01)
     assert [e["path"] for e in after["record"]] == ["view_settings.view_transform", "cycles.filter_width",
-                                                    "cycles.transparent_max_bounces"]
+                                                    "cycles.transparent_max_bounces", "cycles.min_transparent_bounces"]
     assert f"view transform {factory['view']} → Raw" in result["text"]
     # The second import set the filter back to 0.01 but remembers the factory value, not the artist's 0.5.
     assert [e["before"] for e in result["second"]] == [e["before"] for e in after["record"]]
     assert result["reopened"] == result["second"]  # the record is saved with the .blend
-    assert result["restored"] == ["view_settings.view_transform", "cycles.transparent_max_bounces"]
+    assert result["restored"] == ["view_settings.view_transform", "cycles.transparent_max_bounces",
+                                  "cycles.min_transparent_bounces"]
     assert result["left"] == ["cycles.filter_width"]  # changed by the artist after the import: kept
     final = result["final"]
-    assert (final["view"], final["bounces"], final["record"]) == (factory["view"], factory["bounces"], [])
+    assert (final["view"], final["bounces"], final["min_bounces"], final["record"]) == (
+        factory["view"], factory["bounces"], factory["min_bounces"], [])
     assert final["filter"] == pytest.approx(0.5)
