@@ -84,7 +84,7 @@ def apply_splat_render_settings(scene) -> list[dict]:
     artist's value, not to ours). A render engine that is not loaded (no ``scene.cycles``) is skipped.
     """
     record = read_record(scene)
-    recorded = {entry["path"] for entry in record}
+    recorded = {entry["path"]: entry for entry in record}
     made = []
     for requirement in REQUIREMENTS:
         owner, name = _owner_and_name(scene, requirement.path)
@@ -98,9 +98,7 @@ def apply_splat_render_settings(scene) -> list[dict]:
                   "after": getattr(owner, name)}
         made.append(change)
         if requirement.path in recorded:
-            for entry in record:
-                if entry["path"] == requirement.path:
-                    entry["after"] = change["after"]
+            recorded[requirement.path]["after"] = change["after"]
         else:
             record.append(change)
     _write_record(scene, record)
