@@ -1,6 +1,6 @@
 """UV atlas fill and xatlas wall time for Spot and the bunny (../shared/assets), per option set.
 
-    python scripts/bench_atlas.py [--meshes spot,bunny] [--resolution 1024]
+    python scripts/bench_atlas.py [--meshes spot,bunny] [--resolution 1024] [--compare]
 
 Fill = sum of UV triangle areas in the unit square; bbox = area of the UVs' bounding box.
 Runs without the cache (each figure is a fresh xatlas run), then once more with a cache to time a hit.
@@ -24,11 +24,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meshes", default="spot,bunny")
     parser.add_argument("--resolution", type=int, default=1024)
-    parser.add_argument("--brute-force", action="store_true", help="also measure xatlas brute-force packing")
+    parser.add_argument("--compare", action="store_true",
+                        help="also measure 2-texel padding and the fast packer")
     args = parser.parse_args()
     option_sets = [AtlasOptions(resolution=args.resolution)]
-    if args.brute_force:
-        option_sets.append(AtlasOptions(resolution=args.resolution, brute_force=True))
+    if args.compare:
+        option_sets += [AtlasOptions(resolution=args.resolution, padding_px=2),
+                        AtlasOptions(resolution=args.resolution, brute_force=False)]
     for name in args.meshes.split(","):
         path, up_axis = MESHES[name]
         mesh = load_mesh(path, up_axis=up_axis)

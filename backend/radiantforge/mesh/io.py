@@ -192,11 +192,12 @@ def load_mesh(path: str | Path, *, up_axis: str = "auto", generate_uvs: bool = F
     return mesh
 
 
-def generate_uv_atlas(mesh: TriangleMesh, *, resolution: int = 1024, padding_px: int = 2) -> TriangleMesh:
+def generate_uv_atlas(mesh: TriangleMesh, *, resolution: int = 1024, padding_px: int = 1) -> TriangleMesh:
     """A copy of ``mesh`` with a fresh UV atlas from xatlas (vertices split along the new seams).
 
     resolution / padding_px: the texture size the charts are packed for and the gap between charts
-    in its pixels (so bilinear sampling does not bleed one chart into the next).
+    in its pixels (so bilinear sampling does not bleed one chart into the next; see
+    :mod:`radiantforge.mesh.atlas` for why 1 is enough).
     """
     from .atlas import AtlasOptions, make_uv_atlas
 
