@@ -69,16 +69,24 @@ DENSIFY_EVERY_FRACTION = 0.1
 PRUNE_OPACITY = 0.01
 # The mesh from renders: views on a Fibonacci sphere (all around, below included) at BAKE_RESOLUTION;
 # a pixel with opacity below SURFACE_ALPHA is empty; the signed distance is truncated at
-# TRUNCATION_CELLS lattice cells; the fused field is 0.5 on the surface.
+# TRUNCATION_OF_BOUND times the box's half-size; the fused field is 0.5 on the surface.
 BAKE_VIEWS = 24
 BAKE_RESOLUTION = 128
 # The rasterizers' screen-space low-pass (px²): a Gaussian much smaller than a training pixel is drawn
-# at least this big in training, so renders at a finer resolution must add the same blur in world units
-# (:func:`as_seen_in_training`), or the trained object looks eroded and thin: without it, bake renders at
-# 256 px carved Spot down to a 0.097 m chamfer; with it 0.023 m (40 px training).
+# at least this big in training, so renders at a finer resolution must add the missing blur in world
+# units (:func:`as_seen_in_training`), or the trained object looks eroded and thin: without it, bake
+# renders at 256 px carved Spot down to a 0.097 m chamfer; with it 0.023 m (40 px training).
 LOW_PASS_PX2 = 0.3
 SURFACE_ALPHA = 0.5
-TRUNCATION_CELLS = 2.5
+# The truncation is a distance, not a number of lattice cells: rendered depths of soft Gaussians
+# scatter by a few centimetres, and a view whose depth lies further behind a point than the
+# truncation does not vote on it. Tuned on an object of our own (a tilted torus on a capsule, the
+# oracle, 300 steps): 2.5 cells of a 64 lattice (0.08) gave a mesh chamfer of 0.0199 m, 0.11 of it
+# 0.0157, 0.16 0.0122, 0.22 0.0110, 0.32 0.0112; 0.22 at a 128 lattice 0.0097 (scripts/bench_text3d.py
+# --compare has the figures on Spot and the bunny).
+TRUNCATION_OF_BOUND = 0.22
+# The colour bake's depth test keeps the old 2.5 cells of a 64 lattice.
+VISIBILITY_OF_BOUND = 0.08
 SURFACE_LEVEL = 0.5
 
 @dataclass
@@ -203,18 +211,26 @@ def render_gaussians(params, cameras: Cameras, background: Tensor, rasterizer: R
                      sh_degree=SH_DEGREE, background=background, backend=rasterizer)
 
 
-def training_pixel_size(config) -> float:
-    """World size (m) of one training pixel at the middle of the training distances and fields of view."""
+def training_pixel_size(config, resolution: int | None = None) -> float:
+    """World size (m) of one pixel at the middle of the training distances and fields of view, in a
+    render of ``resolution`` pixels (default: the training resolution)."""
     distance = sum(config.distance_range) / 2
     fov = math.radians(sum(config.fov_range_deg) / 2)
-    return 2.0 * distance * math.tan(fov / 2) / config.resolution
+    return 2.0 * distance * math.tan(fov / 2) / (resolution or config.resolution)
 
 
-def as_seen_in_training(params, config) -> dict[str, Tensor]:
-    """The Gaussians of ``params`` with the training renders' low-pass folded into their (log) scales, for
-    renders at any other resolution (held-out views, turntables, the mesh bake): variance + LOW_PASS_PX2
-    training pixels² in world units."""
-    blur = LOW_PASS_PX2 * training_pixel_size(config) ** 2
+def as_seen_in_training(params, config, render_resolution: int) -> dict[str, Tensor]:
+    """The Gaussians of ``params`` as training saw them, for a render of ``render_resolution`` pixels
+    (held-out views, turntables, the mesh bake; cameras at the training ranges' middle).
+
+    Training drew every Gaussian with the rasterizer's low-pass of LOW_PASS_PX2 training pixels²;
+    the render adds LOW_PASS_PX2 of its own pixels², so only the difference is folded into the (log)
+    scales, in world units. Folding the whole training low-pass blurred the 64 px held-out views of
+    a 40 px run twice over (oracle, 300 steps: bunny 22.5 dB and IoU 0.90 that way, Spot 23.5 / 0.88;
+    see scripts/bench_text3d.py --compare for the figures now)."""
+    training = training_pixel_size(config)
+    render = training_pixel_size(config, render_resolution)
+    blur = LOW_PASS_PX2 * max(training ** 2 - render ** 2, 0.0)
     seen = {name: params[name].detach() for name in gaussian_model.PARAMETER_NAMES}
     seen["scales"] = 0.5 * torch.log(torch.exp(2.0 * seen["scales"]) + blur)
     return seen
@@ -309,8 +325,8 @@ def optimise(config, state: GaussianState, model, conditioner, device: torch.dev
     def preview(done: int) -> Tensor:
         camera = ring_cameras(config, torch.tensor([PREVIEW_AZIMUTH_DEG]), torch.tensor([PREVIEW_ELEVATION_DEG]),
                               config.turntable_resolution)
-        rgb, opacity, _ = render_splat_views(as_seen_in_training(state.params, config), camera,
-                                             config.background_color, rasterizer, device)
+        seen = as_seen_in_training(state.params, config, config.turntable_resolution)
+        rgb, opacity, _ = render_splat_views(seen, camera, config.background_color, rasterizer, device)
         return torch.cat([rgb[0], opacity[0, ..., None].expand_as(rgb[0])], dim=1)
 
     run_plan = RunPlan(
@@ -341,15 +357,17 @@ class GaussianSurfaceField:
       floaters outside the renders' silhouettes are carved away, and the surface lies where the renders
       put it: what the held-out views and the oracle measure.
     albedo(points) -> (P, 3): back-projection: the opacity-weighted mean colour over the views whose
-      rendered depth is within ``truncation`` of the point's depth; a point no view sees that way takes
+      rendered depth is within ``visibility_tolerance`` of the point's depth (tighter than the
+      truncation, so a surface does not take the colour of one in front of it); a point no view sees that way takes
       the view whose depth comes closest.
     """
 
     def __init__(self, splats: GaussianSplats, aabb: Tensor, views: Cameras, truncation: float, rasterizer,
-                 background_color):
+                 background_color, visibility_tolerance: float | None = None):
         self.aabb = aabb.float()
         self.views = views
         self.truncation = float(truncation)
+        self.visibility_tolerance = float(truncation if visibility_tolerance is None else visibility_tolerance)
         params = {name: getattr(splats, name) for name in gaussian_model.PARAMETER_NAMES}
         self.rgb, self.alpha, self.depth = render_splat_views(params, views, background_color, rasterizer,
                                                               torch.device("cpu"))
@@ -391,7 +409,7 @@ class GaussianSurfaceField:
     def albedo(self, points: Tensor) -> Tensor:
         colour, alpha, depth, z, inside = self._project(points)
         miss = (depth - z).abs() + (~inside).float() * 1e3 + (alpha < SURFACE_ALPHA).float() * 1e2
-        weight = (miss <= self.truncation).float() * alpha  # (V, P)
+        weight = (miss <= self.visibility_tolerance).float() * alpha  # (V, P)
         total = weight.sum(dim=0)
         blended = (weight[..., None] * colour).sum(dim=0) / total.clamp(min=1e-8)[:, None]
         closest = colour.gather(0, miss.argmin(dim=0)[None, :, None].expand(1, -1, 3))[0]
@@ -414,11 +432,10 @@ def extract_gaussian_mesh(splats: GaussianSplats, config, rasterizer):
     """(textured mesh, iso-level) of the Gaussians: see the module docstring, step 4."""
     bound = float(config.bound)
     aabb = torch.tensor([[-bound] * 3, [bound] * 3])
-    cell = 2.0 * bound / (config.mesh_resolution - 1)
     seen = GaussianSplats(**as_seen_in_training({name: getattr(splats, name)
-                                                 for name in gaussian_model.PARAMETER_NAMES}, config))
-    surface = GaussianSurfaceField(seen, aabb, bake_cameras(config), TRUNCATION_CELLS * cell, rasterizer,
-                                   config.background_color)
+                                                 for name in gaussian_model.PARAMETER_NAMES}, config, BAKE_RESOLUTION))
+    surface = GaussianSurfaceField(seen, aabb, bake_cameras(config), TRUNCATION_OF_BOUND * bound, rasterizer,
+                                   config.background_color, visibility_tolerance=VISIBILITY_OF_BOUND * bound)
     settings = MeshExtractionConfig(grid_resolution=config.mesh_resolution, density_threshold=SURFACE_LEVEL,
                                     min_component_ratio=config.min_component_ratio,
                                     target_faces=config.target_faces or None, texture_size=config.texture_size)

@@ -537,7 +537,7 @@ def _generate_with_gaussians(config: Text3DConfig, out_dir: Path, checkpoint_dir
     azimuths = torch.arange(config.turntable_frames, dtype=torch.float32) * (360.0 / config.turntable_frames)
     cameras = ring_cameras(config, azimuths, torch.full_like(azimuths, config.turntable_elevation_deg),
                            config.turntable_resolution)
-    seen = gaussian_path.as_seen_in_training(state.params, config)
+    seen = gaussian_path.as_seen_in_training(state.params, config, config.turntable_resolution)
     rgb, opacity, depth = gaussian_path.render_splat_views(seen, cameras, config.background_color,
                                                            rasterizer, device)
     depth_frames = [media.depth_to_rgb(d[..., None], a[..., None]) for d, a in zip(depth, opacity)]
