@@ -115,9 +115,10 @@ def atlas_key(vertices: np.ndarray, faces: np.ndarray, options: AtlasOptions) ->
 
 
 def split_into_pieces(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> list[np.ndarray]:
-    """Face indices of ``ceil(F / max_faces)`` spatially compact pieces: k-means (Lloyd, fixed seed)
-    on the face centroids. Voronoi cells make rounder pieces than axis cuts, and xatlas then makes
-    fewer, rounder charts of them (bunny: 0.67 fill against 0.65 for median cuts)."""
+    """Face indices of ``ceil(F / max_faces)`` spatially compact pieces (one piece for a mesh of at
+    most WHOLE_MESH_FACES): k-means (Lloyd, fixed seed) on the face centroids, whose cells are
+    rounder than axis-aligned cuts (at 2 px padding the bunny filled 0.61 in k-means pieces, 0.56
+    in median cuts). Pieces are returned in centre order; a piece left empty is dropped."""
     centroids = vertices[faces].astype(np.float64).mean(axis=1)  # (F, 3)
     count = -(-len(faces) // max(1, int(max_faces)))
     if count <= 1 or len(faces) <= WHOLE_MESH_FACES:
