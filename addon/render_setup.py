@@ -132,3 +132,13 @@ def describe(changes: list[dict]) -> str:
         return f"{value:g}" if isinstance(value, float) else str(value)
 
     return ", ".join(f"{entry['label']} {shown(entry['before'])} → {shown(entry['after'])}" for entry in changes)
+
+
+def describe_restore(restored: list[dict], left: list[dict]) -> str:
+    """What :func:`restore_render_settings` did, for the operator's report:
+    'restored view transform Raw → AgX; kept (changed since): Cycles filter width'."""
+    undone = [{**entry, "before": entry["after"], "after": entry["before"]} for entry in restored]
+    message = f"restored {describe(undone) or 'nothing'}"
+    if left:
+        message += "; kept (changed since): " + ", ".join(entry["label"] for entry in left)
+    return message

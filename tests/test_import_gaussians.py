@@ -337,7 +337,9 @@ report({"factory": factory, "untouched": untouched, "after_import": after_import
         "final": {"view": scene.view_settings.view_transform, "filter": scene.cycles.filter_width,
                   "bounces": scene.cycles.transparent_max_bounces, "min_bounces": scene.cycles.min_transparent_bounces,
                   "record": render_setup.read_record(scene)},
-        "text": render_setup.describe(after_import["record"])})
+        "text": render_setup.describe(after_import["record"]),
+        "restore_text": render_setup.describe_restore(restored, left),
+        "filter_label": next(e["label"] for e in left)})
 """
 
 
@@ -359,6 +361,9 @@ def test_sprite_import_sets_the_render_settings_it_needs_and_restores_only_its_o
     assert result["restored"] == ["view_settings.view_transform", "cycles.transparent_max_bounces",
                                   "cycles.min_transparent_bounces"]
     assert result["left"] == ["cycles.filter_width"]  # changed by the artist after the import: kept
+    # the operator's report: what went back (now → before) and what was kept
+    assert result["restore_text"].startswith(f"restored view transform Raw → {factory['view']}")
+    assert result["restore_text"].endswith(f"; kept (changed since): {result['filter_label']}")
     final = result["final"]
     assert (final["view"], final["bounces"], final["min_bounces"], final["record"]) == (
         factory["view"], factory["bounces"], factory["min_bounces"], [])

@@ -20,10 +20,7 @@ class RADIANTFORGE_OT_restore_render_settings(bpy.types.Operator):
 
     def execute(self, context):
         restored, left = render_setup.restore_render_settings(context.scene)
-        message = f"restored {render_setup.describe([{**e, 'before': e['after'], 'after': e['before']} for e in restored]) or 'nothing'}"
-        if left:
-            message += "; kept (changed since): " + ", ".join(entry["label"] for entry in left)
-        self.report({"INFO"}, message)
+        self.report({"INFO"}, render_setup.describe_restore(restored, left))
         return {"FINISHED"}
 
 
