@@ -55,8 +55,7 @@ ATLAS_FORMAT = "radiantforge-atlas-3"
 @dataclass(frozen=True)
 class AtlasOptions:
     """resolution: the texture size in texels; padding_px: texels between charts (no bilinear bleed);
-    brute_force: xatlas's exhaustive packing for the first layout (tighter, slower); rotate_charts:
-    let the packer rotate."""
+    brute_force: xatlas's exhaustive packing (tighter, slower); rotate_charts: let the packer rotate."""
 
     resolution: int = 1024
     padding_px: int = 1
@@ -184,14 +183,17 @@ def _run_xatlas(vertices: np.ndarray, faces: np.ndarray, options: AtlasOptions) 
     atlas.generate(pack_options=pack)
     # All pieces' charts as one UV mesh in the original face order, UVs in texels.
     size = np.array([max(atlas.width, 1), max(atlas.height, 1)], dtype=np.float64)
-    vertex_map = np.empty(0, dtype=np.int64)
-    uvs = np.empty((0, 2), dtype=np.float64)
+    vertex_maps, piece_uv_lists = [], []
     new_faces = np.empty_like(faces)
+    offset = 0
     for index, (piece, used) in enumerate(zip(pieces, piece_vertices)):
         piece_map, piece_faces, piece_uvs = atlas[index]
-        new_faces[piece] = piece_faces.astype(np.int64) + len(vertex_map)
-        vertex_map = np.concatenate([vertex_map, used[piece_map.astype(np.int64)]])
-        uvs = np.concatenate([uvs, np.asarray(piece_uvs, dtype=np.float64) * size])
+        new_faces[piece] = piece_faces.astype(np.int64) + offset
+        offset += len(piece_map)
+        vertex_maps.append(used[piece_map.astype(np.int64)])
+        piece_uv_lists.append(np.asarray(piece_uvs, dtype=np.float64) * size)
+    vertex_map = np.concatenate(vertex_maps)
+    uvs = np.concatenate(piece_uv_lists)
     if atlas.atlas_count != 1:
         raise RuntimeError(f"xatlas made {atlas.atlas_count} atlas pages; one texture needs one")
     # one uniform scale by the longer side keeps texels square and the atlas in the unit square
