@@ -44,7 +44,7 @@ def main() -> None:
                 again = make_uv_atlas(vertices, faces, options, cache_dir=cache)
                 hit_s = time.perf_counter() - start
             print(f"{name:6s} faces={len(faces):6d} {options}: fill={uv_fill_ratio(atlas.uvs, atlas.faces):.3f} "
-                  f"bbox={uv_bounding_box_usage(atlas.uvs):.3f} xatlas={fresh_s:.2f}s cache_hit={hit_s:.3f}s "
+                  f"bbox={uv_bounding_box_usage(atlas.uvs):.3f} texel_aspect={atlas.texel_aspect:.3f} xatlas={fresh_s:.2f}s cache_hit={hit_s:.3f}s "
                   f"(hit={again.from_cache})", flush=True)
 
 

@@ -2,23 +2,30 @@
 
 How an atlas is made (figures from scripts/bench_atlas.py, bunny = 69k faces, Spot = 5.9k):
 
-1. A mesh of more than 10k faces is cut into pieces of about 2000 faces (k-means on the face
+1. A mesh of more than 10k faces is cut into pieces of about 2500 faces (k-means on the face
    centroids) and xatlas makes the charts of each piece: its chart growing costs more than
-   linearly in the faces (the whole bunny: 20 s; its 35 pieces: 3.6 s), and the round pieces give
-   charts that pack better (bunny fill 0.55 -> 0.64). Spot is charted whole (0.65 against 0.61
-   in three pieces).
+   linearly in the faces (the whole bunny: 20 s; its 28 pieces: 3.9 s with packing), and the
+   round pieces give charts that pack better (bunny fill 0.55 whole -> 0.66). Spot is charted
+   whole (0.65 against 0.61 in three pieces).
 2. Texels-per-unit comes from the surface area and the texture size, so the charts are about the
    size they will have in the texture and the padding is the texture's own texels (left to
    itself xatlas sized the bunny for ~350^2 texels and its padding ate a third of the square).
    xatlas packs them (brute force) on one page of whatever size they need (``resolution = 0``):
    with a fixed resolution it opens a second page when the charts do not fit, and two pages' UVs
-   overlap in one texture. The page is scaled uniformly into the unit square (square texels).
-   Re-packing the finished charts into a fixed square at a larger scale was tried and never beat
-   this layout with brute force on.
+   overlap in one texture. Re-packing the finished charts into a fixed square at a larger scale
+   was tried and never beat this layout with brute force on.
+3. The page is scaled into the unit square axis by axis. xatlas's greedy packer fills its page
+   steadily (bunny: 0.66-0.68 over four k-means seeds) but ends it 5-13 % longer one way than the
+   other, and which way and by how much is chaotic; a uniform scale left that strip of the square
+   empty (bunny 0.60-0.63). Stretching the short side makes texels up to that much taller than
+   wide (at most MAX_TEXEL_ASPECT; ``UVAtlas.texel_aspect`` says how much): the texture carries
+   more texels of the surface in that direction and never fewer in the other, and the gaps
+   between charts only widen.
 
 Padding is 1 texel by default: xatlas keeps charts about two texels apart at that setting, so
-bilinear filtering reads no more texels from two charts than at 2 px (bunny: 1 of 709k at
-either), while 1 px fills more of the square (bunny 0.615 -> 0.638, Spot 0.644 -> 0.651).
+bilinear filtering reads no more texels from two charts than at 2 px (bunny: 4 of 751k at 1 px,
+4 of 741k at 2 px; 1855 at 0 px), while 1 px fills more of the square (bunny 0.655 -> 0.664,
+Spot 0.651 -> 0.658).
 Mip levels past the first can mix neighbouring charts, as in any tight atlas.
 
 Atlases are cached by a SHA-256 of (vertices, faces, options, xatlas version) under the user cache
@@ -39,8 +46,10 @@ import numpy as np
 # The share of the square the charts are sized for: packing fills ~70-80 % at best, so sizing for
 # more makes xatlas grow the atlas past the texture (and the UVs are then shrunk back into it).
 TARGET_FILL = 0.7
-# xatlas makes the charts of at most this many faces at a time (see _run_xatlas).
-FACES_PER_PIECE = 2000
+# xatlas makes the charts of at most this many faces at a time (see _run_xatlas). Chosen on the
+# mean over k-means seeds 0-3 of the bunny's fill (the packing is chaotic, one seed says little):
+# 1000: 0.63 (square scale), 2000: 0.659, 2500: 0.669, 3000: 0.665, 4000: 0.666 (5.3 s).
+FACES_PER_PIECE = 2500
 # Meshes up to this size are charted whole: xatlas takes a few seconds on them (Spot: 5.9k faces,
 # 3.7 s, fill 0.651 whole against 0.61 in three pieces).
 WHOLE_MESH_FACES = 10_000
@@ -49,7 +58,10 @@ KMEANS_SAMPLE = 50_000
 KMEANS_ITERATIONS = 10
 KMEANS_CHUNK = 20_000
 # In the cache key: entries of older formats (two overlapping pages; charts of the whole mesh) are not reused.
-ATLAS_FORMAT = "radiantforge-atlas-3"
+ATLAS_FORMAT = "radiantforge-atlas-4"
+# The most the page's short side is stretched to fill the square (step 3 of the module docstring);
+# a page longer than this one way keeps the rest of the strip empty rather than texels this uneven.
+MAX_TEXEL_ASPECT = 1.25
 
 
 @dataclass(frozen=True)
@@ -66,11 +78,13 @@ class AtlasOptions:
 @dataclass
 class UVAtlas:
     """vertex_map: (V',) source vertex of each new vertex; faces: (F, 3) into the new vertices;
-    uvs: (V', 2) in [0, 1]; from_cache: whether it was read from the cache."""
+    uvs: (V', 2) in [0, 1]; texel_aspect: how much taller than wide (or wider than tall) a texel
+    is on the surface, >= 1; from_cache: whether it was read from the cache."""
 
     vertex_map: np.ndarray
     faces: np.ndarray
     uvs: np.ndarray
+    texel_aspect: float = 1.0
     from_cache: bool = False
 
 
@@ -196,8 +210,10 @@ def _run_xatlas(vertices: np.ndarray, faces: np.ndarray, options: AtlasOptions) 
     uvs = np.concatenate(piece_uv_lists)
     if atlas.atlas_count != 1:
         raise RuntimeError(f"xatlas made {atlas.atlas_count} atlas pages; one texture needs one")
-    # one uniform scale by the longer side keeps texels square and the atlas in the unit square
-    return UVAtlas(vertex_map, new_faces, (uvs / size.max()).astype(np.float32))
+    # each side into [0, 1], the short one stretched by at most MAX_TEXEL_ASPECT (step 3)
+    scale_to_square = np.maximum(size, size.max() / MAX_TEXEL_ASPECT)
+    texel_aspect = float(scale_to_square.max() / scale_to_square.min())
+    return UVAtlas(vertex_map, new_faces, (uvs / scale_to_square).astype(np.float32), texel_aspect)
 
 
 def make_uv_atlas(vertices: np.ndarray, faces: np.ndarray, options: AtlasOptions = AtlasOptions(), *,
@@ -213,7 +229,8 @@ def make_uv_atlas(vertices: np.ndarray, faces: np.ndarray, options: AtlasOptions
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as stored:
-                    atlas = UVAtlas(stored["vertex_map"], stored["faces"], stored["uvs"], from_cache=True)
+                    atlas = UVAtlas(stored["vertex_map"], stored["faces"], stored["uvs"],
+                                    float(stored["texel_aspect"]), from_cache=True)
                 if atlas.faces.shape == faces.shape and atlas.vertex_map.max(initial=-1) < len(vertices):
                     return atlas
             except (OSError, KeyError, ValueError):
@@ -223,7 +240,8 @@ def make_uv_atlas(vertices: np.ndarray, faces: np.ndarray, options: AtlasOptions
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-            np.savez(temporary, vertex_map=atlas.vertex_map, faces=atlas.faces, uvs=atlas.uvs)
+            np.savez(temporary, vertex_map=atlas.vertex_map, faces=atlas.faces, uvs=atlas.uvs,
+                     texel_aspect=np.float64(atlas.texel_aspect))
             os.replace(temporary, path)
         except OSError:
             pass  # a read-only cache only costs time
