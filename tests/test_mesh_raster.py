@@ -315,6 +315,43 @@ def test_texel_centres_and_uv_orientation():
     assert torch.allclose(seam[0], 0.5 * (texture[0, 0] + texture[0, -1]))
 
 
+def _wrapped_lookup_by_circular_padding(texture, uv):
+    """Reference for wrap="repeat": one texel of circular padding around the whole texture, then
+    grid_sample's bilinear filter (what sample_texture did before it padded nothing)."""
+    tex_h, tex_w, channels = texture.shape
+    image = torch.nn.functional.pad(texture.permute(2, 0, 1)[None], (1, 1, 1, 1), mode="circular")
+    u, v = uv.reshape(-1, 2).unbind(-1)
+    x_px = (u - torch.floor(u)) * tex_w + 1.0
+    y_px = (1.0 - (v - torch.floor(v))) * tex_h + 1.0
+    grid = torch.stack([2.0 * x_px / (tex_w + 2) - 1.0, 2.0 * y_px / (tex_h + 2) - 1.0], dim=-1).reshape(1, 1, -1, 2)
+    sampled = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled.reshape(channels, -1).T
+
+
+def test_repeat_lookup_matches_circular_padding_in_values_and_gradients():
+    """Seam samples are redone with wrapped indices, the rest read the texture in place: in float64
+    the values and both gradients (texels, UVs) equal the circular-padding reference everywhere,
+    on a non-square texture, with UVs outside the square and exactly on its edges."""
+    generator = torch.Generator().manual_seed(3)
+    texture = torch.rand(9, 13, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    uv = torch.rand(4000, 2, dtype=torch.float64, generator=generator) * 1.6 - 0.3
+    edges = torch.tensor([[0.0, 0.3], [1.0, 0.7], [0.2, 0.0], [0.6, 1.0], [0.01, 0.99], [0.99, 0.01]],
+                         dtype=torch.float64)
+    uv = torch.cat([uv, edges]).requires_grad_()
+    ours = sample_texture(texture, uv)
+    reference = _wrapped_lookup_by_circular_padding(texture, uv)
+    assert torch.allclose(ours, reference, atol=1e-12)
+    seams = ((uv.detach() * torch.tensor([13.0, 9.0], dtype=torch.float64)) % torch.tensor([13.0, 9.0],
+             dtype=torch.float64))
+    near_edge = ((seams < 0.5) | (seams > torch.tensor([12.5, 8.5], dtype=torch.float64))).any(-1)
+    assert int(near_edge.sum()) > 100  # the seam path is exercised
+    weights = torch.rand(ours.shape, dtype=torch.float64, generator=generator)
+    ours_grads = torch.autograd.grad((ours * weights).sum(), [texture, uv])
+    reference_grads = torch.autograd.grad((reference * weights).sum(), [texture, uv])
+    for mine, theirs in zip(ours_grads, reference_grads):
+        assert torch.allclose(mine, theirs, atol=1e-9)
+
+
 def test_quad_shows_the_texture_upright():
     # A quad filling the view, UV (0, 0) at its bottom-left: the image must equal the texture.
     size = 16
