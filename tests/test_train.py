@@ -384,9 +384,21 @@ def test_dataset_point_cloud_is_preferred(dataset):
 
 def test_learning_rate_schedule_and_view_order():
     extent = 2.5
-    assert model.means_learning_rate(0, 1000, extent) == pytest.approx(1.6e-4 * extent)
-    assert model.means_learning_rate(1000, 1000, extent) == pytest.approx(1.6e-6 * extent)
-    assert model.means_learning_rate(500, 1000, extent) == pytest.approx(1.6e-5 * extent)  # log-linear
+    # 30k steps and more: 3DGS's decay, 1.6e-4 -> 1.6e-6 times the extent, log-linear
+    for total in (30_000, 60_000):
+        assert model.means_learning_rate(0, total, extent) == pytest.approx(1.6e-4 * extent)
+        assert model.means_learning_rate(total, total, extent) == pytest.approx(1.6e-6 * extent)
+        assert model.means_learning_rate(total // 2, total, extent) == pytest.approx(1.6e-5 * extent)
+    # shorter runs decay less: to 0.01 ** sqrt(steps / 30k), 0.305 of the start at 2,000 steps
+    assert model.means_learning_rate(2000, 2000, extent) == pytest.approx(1.6e-4 * 0.3045 * extent, rel=1e-3)
+    assert model.means_learning_rate(1000, 2000, extent) == pytest.approx(1.6e-4 * 0.3045 ** 0.5 * extent, rel=1e-3)
+    # and their scales and base colour learn faster, (30k / steps) ** 0.25 up to 2x; the rest as 3DGS
+    short, reference = model.base_learning_rates(extent, 2000), model.base_learning_rates(extent, 30_000)
+    for name, factor in (("scales", 15 ** 0.25), ("sh0", 15 ** 0.25), ("shN", 15 ** 0.25), ("means", 1.0),
+                         ("quats", 1.0), ("opacities", 1.0)):
+        assert short[name] == pytest.approx(factor * reference[name])
+    assert model.base_learning_rates(extent, 100)["sh0"] == pytest.approx(2.0 * reference["sh0"])
+    assert reference == model.base_learning_rates(extent, 100_000)
     epoch = [view_for_step(step, 7, seed=3) for step in range(7)]
     assert sorted(epoch) == list(range(7))  # every view once per epoch
     assert [view_for_step(step, 7, seed=3) for step in range(7)] == epoch  # reproducible

@@ -136,7 +136,7 @@ def _load_checkpoint(path: Path, config: GaussianTrainConfig, device: torch.devi
     payload = read_checkpoint(path, kind="Gaussian training", version=CHECKPOINT_FORMAT)
     check_same_config(payload["config"], config, RESUMABLE_FIELDS, path)
     params = torch.nn.ParameterDict({name: torch.nn.Parameter(t.to(device)) for name, t in payload["params"].items()})
-    optimizers = model.make_optimizers(params, payload["scene_extent"])
+    optimizers = model.make_optimizers(params, payload["scene_extent"], config.steps)
     for name, opt in optimizers.items():
         opt.load_state_dict(payload["optimizers"][name])
     strategy = _make_strategy(config)
@@ -205,7 +205,7 @@ def _measure_step_cost(dataset, config: GaussianTrainConfig, device: torch.devic
             jitter = torch.randn(tensors["means"].shape, generator=generator) * 0.01 * float(radius) / 100
             tensors["means"] = tensors["means"] + jitter.to(device)
         params = torch.nn.ParameterDict({name: torch.nn.Parameter(t) for name, t in tensors.items()})
-        return params, model.make_optimizers(params, float(radius))
+        return params, model.make_optimizers(params, float(radius), config.steps)
 
     def render(params):
         return _render(params, viewmat, K, width, height, config.sh_degree, background, rasterizer)
@@ -246,7 +246,7 @@ def _fresh_state(dataset, config: GaussianTrainConfig, device: torch.device) -> 
     splats, points = init_gaussians(dataset, config)
     _, radius = dataset.scene_extent()
     params = model.make_parameters(splats, device)
-    optimizers = model.make_optimizers(params, float(radius))
+    optimizers = model.make_optimizers(params, float(radius), config.steps)
     strategy = _make_strategy(config)
     strategy.check_sanity(params, optimizers)
     strategy_state = strategy.initialize_state(scene_scale=float(radius))
