@@ -35,7 +35,8 @@ SHN_LR = SH0_LR / 20.0  # view-dependent colour learns 20x slower than the base 
 # Scaled 30k-step decay left the second half of a short run with positions that barely move.
 # Tuned on the yard capture (scripts/bench_train.py, 175 views of 160x90, 2,000 steps, 2 threads):
 # the reference rates 33.90 dB; final fraction 0.1 34.88, 0.3 35.06, 1 (no decay) 34.69; scales
-# at 2x 34.53, base colour at 2x 34.39; final 0.1 with both at 2x 35.50. The README reports lego.
+# at 2x 34.53, base colour at 2x 34.39; final 0.1 with both at 2x 35.50; this rule 35.53. Reported
+# on lego400 and the demo in the README.
 REFERENCE_STEPS = 30_000
 MEANS_LR_FINAL_FRACTION = MEANS_LR_FINAL / MEANS_LR_INIT
 SHORT_RUN_BOOST_EXPONENT = 0.25
