@@ -132,10 +132,10 @@ def split_into_pieces(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -
     most WHOLE_MESH_FACES): k-means (Lloyd, fixed seed) on the face centroids, whose cells are
     rounder than axis-aligned cuts (at 2 px padding the bunny filled 0.61 in k-means pieces, 0.56
     in median cuts). Pieces are returned in centre order; a piece left empty is dropped."""
-    centroids = vertices[faces].astype(np.float64).mean(axis=1)  # (F, 3)
     count = -(-len(faces) // max(1, int(max_faces)))
     if count <= 1 or len(faces) <= WHOLE_MESH_FACES:
         return [np.arange(len(faces))]
+    centroids = vertices[faces].astype(np.float64).mean(axis=1)  # (F, 3)
     rng = np.random.default_rng(KMEANS_SEED)
     # the centres are fitted on a sample (a 1M-face mesh needs no more), then every face is assigned
     sample = centroids[rng.choice(len(faces), min(len(faces), KMEANS_SAMPLE), replace=False)]
