@@ -255,15 +255,16 @@ def warm_up(mesh, scratch: Path) -> None:
     """A few steps of each path first, untimed: what a process pays once (torch.optim importing
     torch._dynamo, 1.7 s; loading the native kernels; first allocations) would otherwise land on
     whichever run comes first and make the table's ratios depend on the order of the runs."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from test_text3d import TINY_SETTINGS  # the tests' second-long settings
+
     from radiantforge.guidance import OracleDenoiser
     from radiantforge.text3d import MeshTarget, Text3DOracle, generate_3d
 
     oracle = Text3DOracle(OracleDenoiser("space_to_depth", device="cpu"), MeshTarget(mesh))
     for representation in ("nerf", "gaussians"):
         generate_3d("warm-up", scratch / f"warm-up-{representation}", guidance=oracle, device="cpu",
-                    representation=representation, steps=3, resolution=16, num_samples=16,
-                    occupancy_resolution=16, mesh_resolution=24, target_faces=300, texture_size=32,
-                    turntable_frames=2, turntable_resolution=16, checkpoint_every=0)
+                    representation=representation, steps=3, **TINY_SETTINGS)
 
 
 def _mean_row(rows: list[dict]) -> dict:
