@@ -363,11 +363,11 @@ class GaussianSurfaceField:
     """
 
     def __init__(self, splats: GaussianSplats, aabb: Tensor, views: Cameras, truncation: float, rasterizer,
-                 background_color, visibility_tolerance: float | None = None):
+                 background_color, visibility_tolerance: float):
         self.aabb = aabb.float()
         self.views = views
         self.truncation = float(truncation)
-        self.visibility_tolerance = float(truncation if visibility_tolerance is None else visibility_tolerance)
+        self.visibility_tolerance = float(visibility_tolerance)
         params = {name: getattr(splats, name) for name in gaussian_model.PARAMETER_NAMES}
         self.rgb, self.alpha, self.depth = render_splat_views(params, views, background_color, rasterizer,
                                                               torch.device("cpu"))
