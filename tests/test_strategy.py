@@ -270,6 +270,34 @@ def test_make_strategy_mcmc_has_its_schedule_and_takes_the_cap():
     assert strategy.make_strategy("mcmc", 30_000, max_gaussians=None).refine_stop_iter == 25_000
 
 
+def test_mcmc_growth_follows_the_30k_curve_over_the_window():
+    """gsplat grows 5% at each of the 244 refinements of a 30k run; a shorter window grows as much in all."""
+    long = strategy.make_strategy("mcmc", 30_000, max_gaussians=None)
+    assert long.growth == pytest.approx(1.05)
+    short = strategy.make_strategy("mcmc", 2_000, max_gaussians=None)
+    refinements = [step for step in range(2_000) if short.refine_start_iter < step < short.refine_stop_iter
+                   and step % short.refine_every == 0]
+    assert len(refinements) == strategy.refinement_count(short.refine_start_iter, short.refine_stop_iter,
+                                                         short.refine_every) == 14
+    assert short.growth ** len(refinements) == pytest.approx(1.05 ** 244)
+    # The window a job sets is the one the growth is computed for; an explicit growth is kept.
+    sparse = strategy.make_strategy("mcmc", 2_000, max_gaussians=None, refine_every=200)
+    assert sparse.growth ** 7 == pytest.approx(1.05 ** 244)
+    assert strategy.make_strategy("mcmc", 2_000, max_gaussians=None, growth=1.1).growth == 1.1
+    # The strategy itself, stepped through a 2,000-step run, grows 40 Gaussians as the 30k curve does.
+    params, optimizers = make_state(40, opacity=0.5)
+    take_adam_step(params, optimizers)
+    short.noise_lr, short.cap_max = 0.0, 100_000
+    state = short.initialize_state()
+    torch.manual_seed(0)
+    for step in refinements[:7]:  # 7 of its 14 refinements: as far as the 30k run after 122 of its 244
+        short.step_post_backward(params, optimizers, state, step, {}, lr=1e-3)
+    assert 40 * 1.05 ** 122 / 1.05 < len(params["means"]) <= 40 * 1.05 ** 122
+    for step in refinements[7:]:
+        short.step_post_backward(params, optimizers, state, step, {}, lr=1e-3)
+    assert len(params["means"]) == 100_000  # the cap, as 40 * 1.05**244 (5.8M) would pass it
+
+
 def test_sh_degree_schedule_follows_the_run_length():
     """3DGS raises the SH degree every 1000 steps; a short run reaches degree 3 at 3/8 of its steps."""
     from radiantforge.gaussians.config import GaussianTrainConfig
