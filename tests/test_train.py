@@ -416,6 +416,6 @@ def test_mcmc_strategy_trains_too(dataset, tmp_path):
                               backend="torch")
     result = train_gaussians(dataset, tmp_path / "out", config=config, events=EventLog(events_path))
     counts = [e["n_gaussians"] for e in read_events(events_path) if e["type"] == "progress"]
-    assert counts[0] <= counts[-1] <= cap and max(counts) > FAST_OPTIONS["init_points"]
-    # MCMC starts from half-opaque Gaussians (a better first picture) and grows slowly: a smaller rise.
+    assert counts[0] <= counts[-1] == cap  # a short run grows to its cap too (strategy.mcmc_growth)
+    # MCMC starts from half-opaque Gaussians (a better first picture): a smaller rise.
     assert result.metrics["psnr"] > initial["psnr"] + 4.0, (initial["psnr"], result.metrics["psnr"])
