@@ -360,7 +360,7 @@ def mcmc_growth(start: int, stop: int, every: int) -> float:
     relative point of its window as a 30k run does (2,000 steps: 14 refinements of 2.34x).
 
     At 5% a 2,000-step run only doubled its initial points: on the yard capture (2,000 steps, 2
-    threads) 20k Gaussians and 30.31 dB; with this growth, 34.93 dB at a cap of 200k and 33.95 dB at
+    threads) 20k Gaussians and 30.31 dB; with this growth, 34.89 dB at a cap of 200k and 33.95 dB at
     100k (scripts/bench_train.py --set strategy=mcmc).
     """
     reference = refinement_count(REFERENCE_REFINE_START, MCMC_REFERENCE_REFINE_STOP, REFERENCE_REFINE_EVERY)
